@@ -1,0 +1,1 @@
+//! AWS adapters: S3 object store, SQS queue, Step Functions client.
