@@ -1,44 +1,1289 @@
 //! Streaming DMARC aggregate report parser (RFC 7489 and RFC 9990) on quick-xml.
 //!
-//! CONTRACT (owned by the XML work; see doc/architecture.md):
-//! - [`parse_report`] reads one XML document from a `BufRead`, never holding more than one record
-//!   (plus bounded buffering) in memory, and calls `on_record(&meta, &record)` for each readable
-//!   `<record>`, with `meta` complete (report_metadata + policy_published seen). Records met before
-//!   the metadata are buffered (bounded by `limits.max_records_per_report`) until it is complete.
+//! CONTRACT (for callers such as `mail.rs`):
+//! - [`parse_report`] reads one XML document from a `BufRead` and calls `on_record(&meta, &record)`
+//!   for each readable `<record>`, with `meta` complete (report_metadata + policy_published seen,
+//!   identity validated). Memory does not grow with the record count: one record at a time, plus
+//!   records met before the metadata, which are buffered (at most [`MAX_BUFFERED_RECORDS`] and
+//!   `limits.max_records_per_report`) until the metadata is complete.
+//! - Result: `Ok(ReportParse)` = a report was read (`records` = records passed to the callback;
+//!   `problems` = unreadable records, truncated values, a malformed/truncated tail after at least
+//!   one record). `Err(ReportError::Skip(reason))` = no report at all: `NotAReport` (empty, JSON,
+//!   binary: no XML element), `NotDmarcXml` (elements but no `<feedback>`), `MalformedXml`
+//!   (broken before any record was delivered), `ReportUnusable` (no usable date range),
+//!   `LimitExceeded` (depth, buffering, one event larger than the budget before any record).
+//!   `Err(ReportError::Sink(e))` = `on_record` failed: parsing stopped at once, pass it up.
+//!   `Err(ReportError::Input(e))` = reading the input failed (e.g. corrupt gzip underneath)
+//!   before any record was delivered; map it to your container's reason. After records were
+//!   delivered, an input error becomes a `MalformedXml` problem (`reading input failed: …`).
+//! - `Skipped::location` of problems is relative to the document (`record 3 row/count`,
+//!   `report_metadata/org_name`); prefix it with where the document was found.
+//! - Root: the first element whose local name is `feedback`, at any depth; elements before it
+//!   (an `<xs:schema>` wrapper, ikea.com) are skipped, and nothing after `</feedback>` is read.
 //! - Elements are matched on local names, whatever the namespace or prefix; unknown elements,
-//!   `<extension>` blocks and junk (an embedded `<xs:schema>`) are skipped.
-//! - Entities: only the predefined and numeric character references are expanded; DTDs are
-//!   ignored; nothing external is ever read.
-//! - Encoding: a UTF-8 BOM is skipped; declared encodings (windows-1252, ISO-8859-1, …) are
-//!   converted with encoding_rs; invalid UTF-8 is replaced; XML-forbidden control characters are
-//!   removed instead of failing.
-//! - Enum-like values are trimmed and lower-cased; all `<dkim>` / `<spf>` results are kept.
-//! - A record that cannot be read is reported in [`ReportParse::problems`]; others still yield.
+//!   `<extension>` blocks and namespaced extras are skipped; attributes (`lang`) are ignored.
+//! - Schema: [`Schema::Rfc9990`] when `<feedback>` declares the namespace
+//!   `urn:ietf:params:xml:ns:dmarc-2.0` (default or prefixed) or `<version>` starts with `2`;
+//!   otherwise [`Schema::Rfc7489`].
+//! - Identity rule: a report is usable when `<date_range>` has integer `<begin>` and `<end>`
+//!   (the partition and the identity need them). `report_id`, `org_name` and the policy domain
+//!   may be empty: the identity (org, id, domain, begin, end) still separates reports.
+//! - Entities: only the five predefined ones and numeric character references are expanded. A DTD
+//!   is ignored; any other reference (`&lol9;`, `&xxe;`) is kept literally as written. Nothing
+//!   external is ever read, so billion-laughs and XXE documents are harmless.
+//! - Encoding: UTF-8 (BOM skipped), UTF-16 (BOM or `<\0` sniffing) and any encoding declared in
+//!   `<?xml … encoding='…'?>` (windows-1252, ISO-8859-1, …) are transcoded to UTF-8 while
+//!   streaming; invalid UTF-8 becomes U+FFFD; XML-forbidden C0 control characters are removed.
+//! - Values are trimmed; enum-like values (results, dispositions, policies, alignment, scope,
+//!   reason type) are also lower-cased. Values longer than `limits.max_field_bytes` are
+//!   truncated (on a char boundary) and reported as a `LimitExceeded` problem.
+//! - All `<dkim>`, `<spf>`, `<reason>` and `<error>` are kept in order (at most
+//!   [`MAX_REPEATED`] each per record/report; more are reported and dropped).
+//! - A `<record>` without `<row>` is unreadable (`RecordUnreadable`, 1-based index); others still
+//!   yield. A non-numeric `<count>` is kept as text.
 
-use std::io::BufRead;
+use std::borrow::Cow;
+use std::io::{self, BufRead, Read};
 
-use crate::error::SkipReason;
+use encoding_rs::{Decoder, Encoding, UTF_8, UTF_16BE, UTF_16LE};
+use quick_xml::Reader;
+use quick_xml::events::{BytesRef, BytesStart, Event};
+
+use crate::error::{SkipReason, Skipped};
 use crate::limits::Limits;
-use crate::model::{Record, ReportMeta};
+use crate::model::{Record, ReportMeta, Schema};
+
+/// RFC 9990's namespace.
+const DMARC2_NAMESPACE: &[u8] = b"urn:ietf:params:xml:ns:dmarc-2.0";
+/// Bytes read ahead to find a BOM or the encoding in the XML declaration.
+const SNIFF_BYTES: u64 = 1024;
+/// Records held while waiting for the metadata (reports that put `<record>` first).
+pub const MAX_BUFFERED_RECORDS: u64 = 65_536;
+/// `<dkim>`, `<spf>`, `<reason>` per record and `<error>` per report kept.
+pub const MAX_REPEATED: usize = 64;
+/// Problems listed per report; more are counted in one final entry.
+const MAX_PROBLEMS: usize = 100;
 
 /// What one document gave, besides the records passed to the callback.
 #[derive(Debug, Clone, Default)]
 pub struct ReportParse {
     pub meta: ReportMeta,
+    /// Records passed to the callback.
     pub records: u64,
-    /// Unreadable records or a truncated tail (records before it were still delivered).
-    pub problems: Vec<crate::Skipped>,
+    /// Unreadable records, truncated values or a broken tail (records before it were delivered).
+    pub problems: Vec<Skipped>,
 }
 
-/// Parses one XML document. `Err` means no report could be read at all (not DMARC XML, a limit hit
-/// before any record, …); the reason says which.
+/// Why [`parse_report`] gave no report, or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The document is not a usable report (permanent: the same bytes give the same answer).
+    #[error("{0}")]
+    Skip(SkipReason),
+    /// `on_record` failed; parsing stopped.
+    #[error("writing rows failed: {0}")]
+    Sink(io::Error),
+    /// Reading the input failed before any record was delivered.
+    #[error("reading the report failed: {0}")]
+    Input(io::Error),
+}
+
+/// Parses one XML document, calling `on_record` for each readable record (see the module doc).
 pub fn parse_report<R: BufRead>(
     reader: R,
     limits: &Limits,
-    on_record: &mut dyn FnMut(&ReportMeta, &Record) -> std::io::Result<()>,
-) -> Result<ReportParse, SkipReason> {
-    let _ = (reader, limits, on_record);
-    Err(SkipReason::NotDmarcXml {
-        detail: "parser not built yet".into(),
+    on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+) -> Result<ReportParse, ReportError> {
+    let input = Input::open(reader, event_budget(limits)).map_err(ReportError::Input)?;
+    let mut xml = Reader::from_reader(input);
+    let config = xml.config_mut();
+    config.trim_text(false);
+    config.check_end_names = true;
+    config.expand_empty_elements = false;
+    // `AT&T` in a comment is kept as written instead of failing the whole report.
+    config.allow_dangling_amp = true;
+
+    let mut parser = Parser::new(limits);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        buf.clear();
+        if buf.capacity() > 256 * 1024 {
+            // One large event must not pin a large buffer for the rest of the document.
+            buf = Vec::with_capacity(4096);
+        }
+        xml.get_mut().start_event();
+        let step = match xml.read_event_into(&mut buf) {
+            Ok(event) => parser.handle(event, on_record),
+            Err(err) => Err(halt_from_xml_error(err, xml.get_mut().over_budget, limits)),
+        };
+        match step {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop) => return parser.finish(on_record),
+            Err(halt) => return parser.fail(halt, on_record),
+        }
+    }
+}
+
+/// Largest single XML event (tag, text run, comment, DTD) read into memory.
+fn event_budget(limits: &Limits) -> usize {
+    (limits.max_field_bytes.saturating_mul(16)).max(1024 * 1024)
+}
+
+fn halt_from_xml_error(err: quick_xml::Error, over_budget: bool, limits: &Limits) -> Halt {
+    match err {
+        quick_xml::Error::Io(_) if over_budget => Halt::Limit {
+            limit: "max_field_bytes",
+            value: event_budget(limits) as u64 + 1,
+            max: event_budget(limits) as u64,
+        },
+        quick_xml::Error::Io(io_err) => {
+            Halt::Input(io::Error::new(io_err.kind(), io_err.to_string()))
+        }
+        other => Halt::Malformed(other.to_string()),
+    }
+}
+
+/// Why parsing stopped before the end of `<feedback>`.
+enum Halt {
+    Sink(io::Error),
+    Input(io::Error),
+    Malformed(String),
+    Limit {
+        limit: &'static str,
+        value: u64,
+        max: u64,
+    },
+    /// Returned as is: nothing was or will be delivered.
+    Reject(SkipReason),
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Where an element sits in a DMARC report; everything else is `Skip` (inside `<feedback>`) or
+/// `Junk` (before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Junk,
+    Skip,
+    Feedback,
+    Metadata,
+    DateRange,
+    Policy,
+    Record,
+    Row,
+    PolicyEvaluated,
+    Reason,
+    Identifiers,
+    AuthResults,
+    Dkim,
+    Spf,
+    Field(Field),
+}
+
+/// A leaf element whose text is a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Version,
+    OrgName,
+    Email,
+    ExtraContactInfo,
+    ReportId,
+    Begin,
+    End,
+    Error,
+    Generator,
+    PolicyDomain,
+    Adkim,
+    Aspf,
+    P,
+    Sp,
+    Pct,
+    Fo,
+    Np,
+    Testing,
+    DiscoveryMethod,
+    SourceIp,
+    Count,
+    Disposition,
+    EvaluatedDkim,
+    EvaluatedSpf,
+    ReasonType,
+    ReasonComment,
+    HeaderFrom,
+    EnvelopeFrom,
+    EnvelopeTo,
+    DkimDomain,
+    DkimSelector,
+    DkimResult,
+    DkimHumanResult,
+    SpfDomain,
+    SpfScope,
+    SpfResult,
+    SpfHumanResult,
+}
+
+impl Field {
+    /// Values from a closed vocabulary: compared case-insensitively, so stored lower-cased.
+    fn is_enum_like(self) -> bool {
+        use Field::*;
+        matches!(
+            self,
+            Adkim
+                | Aspf
+                | P
+                | Sp
+                | Np
+                | Testing
+                | DiscoveryMethod
+                | Disposition
+                | EvaluatedDkim
+                | EvaluatedSpf
+                | ReasonType
+                | DkimResult
+                | SpfScope
+                | SpfResult
+        )
+    }
+
+    fn in_record(self) -> bool {
+        use Field::*;
+        matches!(
+            self,
+            SourceIp
+                | Count
+                | Disposition
+                | EvaluatedDkim
+                | EvaluatedSpf
+                | ReasonType
+                | ReasonComment
+                | HeaderFrom
+                | EnvelopeFrom
+                | EnvelopeTo
+                | DkimDomain
+                | DkimSelector
+                | DkimResult
+                | DkimHumanResult
+                | SpfDomain
+                | SpfScope
+                | SpfResult
+                | SpfHumanResult
+        )
+    }
+
+    /// Element path for problem locations.
+    fn path(self) -> &'static str {
+        use Field::*;
+        match self {
+            Version => "version",
+            OrgName => "report_metadata/org_name",
+            Email => "report_metadata/email",
+            ExtraContactInfo => "report_metadata/extra_contact_info",
+            ReportId => "report_metadata/report_id",
+            Begin => "report_metadata/date_range/begin",
+            End => "report_metadata/date_range/end",
+            Error => "report_metadata/error",
+            Generator => "report_metadata/generator",
+            PolicyDomain => "policy_published/domain",
+            Adkim => "policy_published/adkim",
+            Aspf => "policy_published/aspf",
+            P => "policy_published/p",
+            Sp => "policy_published/sp",
+            Pct => "policy_published/pct",
+            Fo => "policy_published/fo",
+            Np => "policy_published/np",
+            Testing => "policy_published/testing",
+            DiscoveryMethod => "policy_published/discovery_method",
+            SourceIp => "row/source_ip",
+            Count => "row/count",
+            Disposition => "row/policy_evaluated/disposition",
+            EvaluatedDkim => "row/policy_evaluated/dkim",
+            EvaluatedSpf => "row/policy_evaluated/spf",
+            ReasonType => "row/policy_evaluated/reason/type",
+            ReasonComment => "row/policy_evaluated/reason/comment",
+            HeaderFrom => "identifiers/header_from",
+            EnvelopeFrom => "identifiers/envelope_from",
+            EnvelopeTo => "identifiers/envelope_to",
+            DkimDomain => "auth_results/dkim/domain",
+            DkimSelector => "auth_results/dkim/selector",
+            DkimResult => "auth_results/dkim/result",
+            DkimHumanResult => "auth_results/dkim/human_result",
+            SpfDomain => "auth_results/spf/domain",
+            SpfScope => "auth_results/spf/scope",
+            SpfResult => "auth_results/spf/result",
+            SpfHumanResult => "auth_results/spf/human_result",
+        }
+    }
+}
+
+/// The node of a child element, from its parent's node and its local name.
+fn child_node(parent: Node, local: &[u8]) -> Node {
+    use Field as F;
+    let field = match (parent, local) {
+        (Node::Feedback, b"version") => F::Version,
+        (Node::Feedback, b"report_metadata") => return Node::Metadata,
+        (Node::Feedback, b"policy_published") => return Node::Policy,
+        (Node::Feedback, b"record") => return Node::Record,
+        (Node::Metadata, b"org_name") => F::OrgName,
+        (Node::Metadata, b"email") => F::Email,
+        (Node::Metadata, b"extra_contact_info") => F::ExtraContactInfo,
+        (Node::Metadata, b"report_id") => F::ReportId,
+        (Node::Metadata, b"date_range") => return Node::DateRange,
+        (Node::Metadata, b"error") => F::Error,
+        (Node::Metadata, b"generator") => F::Generator,
+        (Node::DateRange, b"begin") => F::Begin,
+        (Node::DateRange, b"end") => F::End,
+        (Node::Policy, b"domain") => F::PolicyDomain,
+        (Node::Policy, b"adkim") => F::Adkim,
+        (Node::Policy, b"aspf") => F::Aspf,
+        (Node::Policy, b"p") => F::P,
+        (Node::Policy, b"sp") => F::Sp,
+        (Node::Policy, b"pct") => F::Pct,
+        (Node::Policy, b"fo") => F::Fo,
+        (Node::Policy, b"np") => F::Np,
+        (Node::Policy, b"testing") => F::Testing,
+        (Node::Policy, b"discovery_method") => F::DiscoveryMethod,
+        (Node::Record, b"row") => return Node::Row,
+        (Node::Record, b"identifiers") => return Node::Identifiers,
+        (Node::Record, b"auth_results") => return Node::AuthResults,
+        (Node::Row, b"source_ip") => F::SourceIp,
+        (Node::Row, b"count") => F::Count,
+        (Node::Row, b"policy_evaluated") => return Node::PolicyEvaluated,
+        (Node::PolicyEvaluated, b"disposition") => F::Disposition,
+        (Node::PolicyEvaluated, b"dkim") => F::EvaluatedDkim,
+        (Node::PolicyEvaluated, b"spf") => F::EvaluatedSpf,
+        (Node::PolicyEvaluated, b"reason") => return Node::Reason,
+        (Node::Reason, b"type") => F::ReasonType,
+        (Node::Reason, b"comment") => F::ReasonComment,
+        (Node::Identifiers, b"header_from") => F::HeaderFrom,
+        (Node::Identifiers, b"envelope_from") => F::EnvelopeFrom,
+        (Node::Identifiers, b"envelope_to") => F::EnvelopeTo,
+        (Node::AuthResults, b"dkim") => return Node::Dkim,
+        (Node::AuthResults, b"spf") => return Node::Spf,
+        (Node::Dkim, b"domain") => F::DkimDomain,
+        (Node::Dkim, b"selector") => F::DkimSelector,
+        (Node::Dkim, b"result") => F::DkimResult,
+        (Node::Dkim, b"human_result") => F::DkimHumanResult,
+        (Node::Spf, b"domain") => F::SpfDomain,
+        (Node::Spf, b"scope") => F::SpfScope,
+        (Node::Spf, b"result") => F::SpfResult,
+        (Node::Spf, b"human_result") => F::SpfHumanResult,
+        _ => return Node::Skip,
+    };
+    Node::Field(field)
+}
+
+struct Parser<'l> {
+    limits: &'l Limits,
+    stack: Vec<Node>,
+    meta: ReportMeta,
+    version: String,
+    declares_dmarc2_namespace: bool,
+    begin_text: Option<String>,
+    end_text: Option<String>,
+    metadata_closed: bool,
+    policy_closed: bool,
+    /// Metadata validated: records go straight to the callback.
+    meta_ready: bool,
+    /// Raw bytes of the value being read (bounded), and how many the value really had.
+    text: Vec<u8>,
+    text_total: usize,
+    record: Record,
+    record_has_row: bool,
+    /// `<record>` elements opened so far (1-based index of the current one).
+    records_seen: u64,
+    buffered: Vec<Record>,
+    delivered: u64,
+    problems: Vec<Skipped>,
+    problems_dropped: u64,
+    first_element: Option<String>,
+    saw_nonblank: bool,
+    feedback_seen: bool,
+    feedback_closed: bool,
+    /// Stopped on purpose (a limit) with the report still usable.
+    stopped_early: bool,
+}
+
+impl<'l> Parser<'l> {
+    fn new(limits: &'l Limits) -> Self {
+        Parser {
+            limits,
+            stack: Vec::with_capacity(16),
+            meta: ReportMeta::default(),
+            version: String::new(),
+            declares_dmarc2_namespace: false,
+            begin_text: None,
+            end_text: None,
+            metadata_closed: false,
+            policy_closed: false,
+            meta_ready: false,
+            text: Vec::with_capacity(256),
+            text_total: 0,
+            record: Record::default(),
+            record_has_row: false,
+            records_seen: 0,
+            buffered: Vec::new(),
+            delivered: 0,
+            problems: Vec::new(),
+            problems_dropped: 0,
+            first_element: None,
+            saw_nonblank: false,
+            feedback_seen: false,
+            feedback_closed: false,
+            stopped_early: false,
+        }
+    }
+
+    fn handle(
+        &mut self,
+        event: Event<'_>,
+        on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+    ) -> Result<Flow, Halt> {
+        match event {
+            Event::Start(start) => self.open(&start),
+            Event::Empty(start) => match self.open(&start)? {
+                Flow::Continue => self.close(on_record),
+                Flow::Stop => Ok(Flow::Stop),
+            },
+            Event::End(_) => self.close(on_record),
+            Event::Text(text) => {
+                self.note_text(&text);
+                self.push_text(&text);
+                Ok(Flow::Continue)
+            }
+            Event::CData(data) => {
+                self.note_text(&data);
+                self.push_text(&data);
+                Ok(Flow::Continue)
+            }
+            Event::GeneralRef(reference) => {
+                self.saw_nonblank = true;
+                self.push_reference(&reference);
+                Ok(Flow::Continue)
+            }
+            Event::Eof => Ok(Flow::Stop),
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {
+                self.saw_nonblank = true;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    fn note_text(&mut self, bytes: &[u8]) {
+        if !self.saw_nonblank && bytes.iter().any(|b| !b.is_ascii_whitespace()) {
+            self.saw_nonblank = true;
+        }
+    }
+
+    fn open(&mut self, start: &BytesStart<'_>) -> Result<Flow, Halt> {
+        self.saw_nonblank = true;
+        if self.stack.len() >= self.limits.max_xml_depth as usize {
+            return Err(Halt::Limit {
+                limit: "max_xml_depth",
+                value: self.stack.len() as u64 + 1,
+                max: u64::from(self.limits.max_xml_depth),
+            });
+        }
+        let local = start.local_name();
+        let local = local.as_ref();
+        let node = match self.stack.last() {
+            None | Some(Node::Junk) if !self.feedback_seen => {
+                if self.first_element.is_none() {
+                    self.first_element =
+                        Some(String::from_utf8_lossy(start.name().as_ref()).into_owned());
+                }
+                if local == b"feedback" {
+                    self.feedback_seen = true;
+                    self.declares_dmarc2_namespace = declares_dmarc2_namespace(start);
+                    Node::Feedback
+                } else {
+                    Node::Junk
+                }
+            }
+            Some(parent) => child_node(*parent, local),
+            None => Node::Skip,
+        };
+        let node = self.enter(node)?;
+        self.stack.push(node);
+        Ok(Flow::Continue)
+    }
+
+    /// Side effects of opening `node`; returns the node to push (`Skip` when over a bound).
+    fn enter(&mut self, node: Node) -> Result<Node, Halt> {
+        match node {
+            Node::Record => {
+                if self.records_seen >= self.limits.max_records_per_report {
+                    self.problem(
+                        String::new(),
+                        SkipReason::LimitExceeded {
+                            limit: "max_records_per_report".into(),
+                            value: self.records_seen + 1,
+                            max: self.limits.max_records_per_report,
+                        },
+                    );
+                    self.stopped_early = true;
+                    // Stop here: the records so far are the report's usable part.
+                    return Err(Halt::Limit {
+                        limit: "max_records_per_report",
+                        value: self.records_seen + 1,
+                        max: self.limits.max_records_per_report,
+                    });
+                }
+                self.records_seen += 1;
+                clear_record(&mut self.record);
+                self.record_has_row = false;
+            }
+            Node::Row => self.record_has_row = true,
+            Node::Dkim => {
+                if !self.push_repeated(|r| &mut r.dkim, "auth_results/dkim") {
+                    return Ok(Node::Skip);
+                }
+            }
+            Node::Spf => {
+                if !self.push_repeated(|r| &mut r.spf, "auth_results/spf") {
+                    return Ok(Node::Skip);
+                }
+            }
+            Node::Reason => {
+                if !self.push_repeated(|r| &mut r.reasons, "row/policy_evaluated/reason") {
+                    return Ok(Node::Skip);
+                }
+            }
+            Node::Field(Field::Error) if self.meta.errors.len() >= MAX_REPEATED => {
+                self.too_many("report_metadata/error".into());
+                return Ok(Node::Skip);
+            }
+            Node::Field(_) => {
+                self.text.clear();
+                self.text_total = 0;
+            }
+            _ => {}
+        }
+        Ok(node)
+    }
+
+    /// Appends a default entry to one of the record's repeated lists, unless it is full.
+    fn push_repeated<T: Default>(
+        &mut self,
+        list: fn(&mut Record) -> &mut Vec<T>,
+        path: &str,
+    ) -> bool {
+        let items = list(&mut self.record);
+        if items.len() >= MAX_REPEATED {
+            let location = format!("record {} {path}", self.records_seen);
+            self.too_many(location);
+            return false;
+        }
+        items.push(T::default());
+        true
+    }
+
+    fn too_many(&mut self, location: String) {
+        self.problem(
+            location,
+            SkipReason::LimitExceeded {
+                limit: "max_repeated_elements".into(),
+                value: MAX_REPEATED as u64 + 1,
+                max: MAX_REPEATED as u64,
+            },
+        );
+    }
+
+    fn close(
+        &mut self,
+        on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+    ) -> Result<Flow, Halt> {
+        let Some(node) = self.stack.pop() else {
+            return Ok(Flow::Continue);
+        };
+        match node {
+            Node::Field(field) => self.store_field(field),
+            Node::Metadata => {
+                self.metadata_closed = true;
+                self.ready_when_complete(on_record)?;
+            }
+            Node::Policy => {
+                self.policy_closed = true;
+                self.ready_when_complete(on_record)?;
+            }
+            Node::Record => self.finish_record(on_record)?,
+            Node::Feedback => {
+                self.feedback_closed = true;
+                return Ok(Flow::Stop);
+            }
+            _ => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn in_field(&self) -> bool {
+        matches!(self.stack.last(), Some(Node::Field(_)))
+    }
+
+    /// Collects a value's bytes, skipping leading whitespace and keeping at most a little more
+    /// than `max_field_bytes` (so a truncation can be noticed and cut on a char boundary).
+    fn push_text(&mut self, bytes: &[u8]) {
+        if !self.in_field() {
+            return;
+        }
+        let bytes = if self.text.is_empty() {
+            bytes.trim_ascii_start()
+        } else {
+            bytes
+        };
+        self.text_total = self.text_total.saturating_add(bytes.len());
+        let room = self.text_cap().saturating_sub(self.text.len());
+        self.text.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn text_cap(&self) -> usize {
+        self.limits.max_field_bytes.saturating_add(4)
+    }
+
+    /// Only predefined entities and character references are expanded; anything else is kept
+    /// literally as written (no DTD is ever consulted).
+    fn push_reference(&mut self, reference: &BytesRef<'_>) {
+        if !self.in_field() {
+            return;
+        }
+        let mut utf8 = [0u8; 4];
+        let expansion: &[u8] = if reference.is_char_ref() {
+            match reference.resolve_char_ref() {
+                Ok(Some(ch)) => ch.encode_utf8(&mut utf8).as_bytes(),
+                _ => return,
+            }
+        } else {
+            match &**reference {
+                b"lt" => b"<",
+                b"gt" => b">",
+                b"amp" => b"&",
+                b"apos" => b"'",
+                b"quot" => b"\"",
+                other => {
+                    let mut literal = Vec::with_capacity(other.len() + 2);
+                    literal.push(b'&');
+                    literal.extend_from_slice(other);
+                    literal.push(b';');
+                    self.push_text(&literal);
+                    return;
+                }
+            }
+        };
+        let expansion = expansion.to_vec();
+        self.push_text(&expansion);
+    }
+
+    fn store_field(&mut self, field: Field) {
+        let lower = field.is_enum_like();
+        let mut value = String::new();
+        let truncated = clean_value(
+            &mut value,
+            &self.text,
+            self.text_total > self.text_cap(),
+            self.limits.max_field_bytes,
+            lower,
+        );
+        if let Some(original) = truncated {
+            let location = if field.in_record() {
+                format!("record {} {}", self.records_seen, field.path())
+            } else {
+                field.path().to_string()
+            };
+            self.problem(
+                location,
+                SkipReason::LimitExceeded {
+                    limit: "max_field_bytes".into(),
+                    value: original.max(self.text_total) as u64,
+                    max: self.limits.max_field_bytes as u64,
+                },
+            );
+        }
+        self.assign(field, value);
+    }
+
+    fn assign(&mut self, field: Field, value: String) {
+        use Field as F;
+        let meta = &mut self.meta;
+        let policy = &mut meta.policy;
+        let record = &mut self.record;
+        match field {
+            F::Version => self.version = value,
+            F::OrgName => meta.org_name = value,
+            F::Email => meta.email = value,
+            F::ExtraContactInfo => meta.extra_contact_info = value,
+            F::ReportId => meta.report_id = value,
+            F::Begin => self.begin_text = Some(value),
+            F::End => self.end_text = Some(value),
+            F::Error => meta.errors.push(value),
+            F::Generator => meta.generator = value,
+            F::PolicyDomain => policy.domain = value,
+            F::Adkim => policy.adkim = value,
+            F::Aspf => policy.aspf = value,
+            F::P => policy.p = value,
+            F::Sp => policy.sp = value,
+            F::Pct => policy.pct = Some(value),
+            F::Fo => policy.fo = value,
+            F::Np => policy.np = value,
+            F::Testing => policy.testing = value,
+            F::DiscoveryMethod => policy.discovery_method = value,
+            F::SourceIp => record.source_ip = value,
+            F::Count => record.count = value,
+            F::Disposition => record.disposition = value,
+            F::EvaluatedDkim => record.policy_dkim = value,
+            F::EvaluatedSpf => record.policy_spf = value,
+            F::ReasonType => set_last(&mut record.reasons, |r| &mut r.kind, value),
+            F::ReasonComment => set_last(&mut record.reasons, |r| &mut r.comment, value),
+            F::HeaderFrom => record.header_from = value,
+            F::EnvelopeFrom => record.envelope_from = value,
+            F::EnvelopeTo => record.envelope_to = value,
+            F::DkimDomain => set_last(&mut record.dkim, |d| &mut d.domain, value),
+            F::DkimSelector => set_last(&mut record.dkim, |d| &mut d.selector, value),
+            F::DkimResult => set_last(&mut record.dkim, |d| &mut d.result, value),
+            F::DkimHumanResult => set_last(&mut record.dkim, |d| &mut d.human_result, value),
+            F::SpfDomain => set_last(&mut record.spf, |s| &mut s.domain, value),
+            F::SpfScope => set_last(&mut record.spf, |s| &mut s.scope, value),
+            F::SpfResult => set_last(&mut record.spf, |s| &mut s.result, value),
+            F::SpfHumanResult => set_last(&mut record.spf, |s| &mut s.human_result, value),
+        }
+    }
+
+    fn finish_record(
+        &mut self,
+        on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+    ) -> Result<(), Halt> {
+        if !self.record_has_row {
+            self.problem(
+                String::new(),
+                SkipReason::RecordUnreadable {
+                    index: self.records_seen,
+                    detail: "no <row> element".into(),
+                },
+            );
+            return Ok(());
+        }
+        if self.meta_ready {
+            on_record(&self.meta, &self.record).map_err(Halt::Sink)?;
+            self.delivered += 1;
+            return Ok(());
+        }
+        let cap = MAX_BUFFERED_RECORDS.min(self.limits.max_records_per_report);
+        if self.buffered.len() as u64 >= cap {
+            return Err(Halt::Limit {
+                limit: "max_buffered_records",
+                value: cap + 1,
+                max: cap,
+            });
+        }
+        self.buffered.push(std::mem::take(&mut self.record));
+        Ok(())
+    }
+
+    /// Once both metadata and policy are read, validate the identity and flush buffered records.
+    fn ready_when_complete(
+        &mut self,
+        on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+    ) -> Result<(), Halt> {
+        if self.metadata_closed && self.policy_closed && !self.meta_ready {
+            self.make_ready(on_record)?;
+        }
+        Ok(())
+    }
+
+    fn make_ready(
+        &mut self,
+        on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+    ) -> Result<(), Halt> {
+        let (begin, end) = self
+            .date_range()
+            .map_err(|detail| Halt::Reject(SkipReason::ReportUnusable { detail }))?;
+        self.meta.begin = begin;
+        self.meta.end = end;
+        self.meta.schema =
+            if self.declares_dmarc2_namespace || self.version.trim_start().starts_with('2') {
+                Schema::Rfc9990
+            } else {
+                Schema::Rfc7489
+            };
+        self.meta_ready = true;
+        let buffered = std::mem::take(&mut self.buffered);
+        for record in &buffered {
+            on_record(&self.meta, record).map_err(Halt::Sink)?;
+            self.delivered += 1;
+        }
+        Ok(())
+    }
+
+    fn date_range(&self) -> Result<(i64, i64), String> {
+        let begin = epoch_seconds(self.begin_text.as_deref(), "begin")?;
+        let end = epoch_seconds(self.end_text.as_deref(), "end")?;
+        Ok((begin, end))
+    }
+
+    fn problem(&mut self, location: String, reason: SkipReason) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Skipped { location, reason });
+        } else {
+            self.problems_dropped += 1;
+        }
+    }
+
+    /// End of input or of `</feedback>`.
+    fn finish(
+        mut self,
+        on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+    ) -> Result<ReportParse, ReportError> {
+        if !self.feedback_seen {
+            return Err(ReportError::Skip(self.not_a_report("")));
+        }
+        if !self.feedback_closed && !self.stopped_early {
+            let open = self.open_element_name();
+            return self.fail(
+                Halt::Malformed(format!("document ends inside <{open}> (truncated)")),
+                on_record,
+            );
+        }
+        if !self.meta_ready {
+            match self.make_ready(on_record) {
+                Ok(()) => {}
+                Err(halt) => return Err(self.into_error(halt)),
+            }
+        }
+        Ok(self.into_parse())
+    }
+
+    /// Parsing stopped early: keep what was delivered when there is anything, else say why not.
+    fn fail(
+        mut self,
+        halt: Halt,
+        on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+    ) -> Result<ReportParse, ReportError> {
+        let halt = match halt {
+            Halt::Sink(err) => return Err(ReportError::Sink(err)),
+            Halt::Reject(reason) => return Err(ReportError::Skip(reason)),
+            other => other,
+        };
+        if !self.feedback_seen {
+            return Err(match halt {
+                Halt::Malformed(detail) => ReportError::Skip(self.not_a_report(&detail)),
+                other => self.into_error(other),
+            });
+        }
+        // Records read before the break are complete: deliver them if the report is usable.
+        if !self.meta_ready && self.date_range().is_ok() {
+            if let Err(Halt::Sink(err)) = self.make_ready(on_record) {
+                return Err(ReportError::Sink(err));
+            }
+        }
+        if self.delivered == 0 {
+            return Err(self.into_error(halt));
+        }
+        if !self.stopped_early {
+            let reason = self.reason_for(halt);
+            self.problem(String::new(), reason);
+        }
+        Ok(self.into_parse())
+    }
+
+    fn into_error(&self, halt: Halt) -> ReportError {
+        match halt {
+            Halt::Sink(err) => ReportError::Sink(err),
+            Halt::Input(err) => ReportError::Input(err),
+            other => ReportError::Skip(self.reason_for(other)),
+        }
+    }
+
+    fn reason_for(&self, halt: Halt) -> SkipReason {
+        match halt {
+            Halt::Malformed(detail) => SkipReason::MalformedXml {
+                detail,
+                records_read: self.delivered,
+            },
+            Halt::Input(err) => SkipReason::MalformedXml {
+                detail: format!("reading input failed: {err}"),
+                records_read: self.delivered,
+            },
+            Halt::Sink(err) => SkipReason::MalformedXml {
+                detail: format!("writing rows failed: {err}"),
+                records_read: self.delivered,
+            },
+            Halt::Limit { limit, value, max } => SkipReason::LimitExceeded {
+                limit: limit.into(),
+                value,
+                max,
+            },
+            Halt::Reject(reason) => reason,
+        }
+    }
+
+    /// No `<feedback>`: decide between "not XML at all" and "XML, but not DMARC".
+    fn not_a_report(&self, error: &str) -> SkipReason {
+        let with_error = |what: &str| {
+            if error.is_empty() {
+                what.to_string()
+            } else {
+                format!("{what} ({error})")
+            }
+        };
+        match &self.first_element {
+            Some(root) => SkipReason::NotDmarcXml {
+                detail: with_error(&format!("root element is <{root}>, no <feedback>")),
+            },
+            None if !self.saw_nonblank && error.is_empty() => SkipReason::NotAReport {
+                detail: "empty document".into(),
+            },
+            None => SkipReason::NotAReport {
+                detail: with_error("no XML element"),
+            },
+        }
+    }
+
+    fn open_element_name(&self) -> &'static str {
+        match self.stack.last() {
+            Some(Node::Field(field)) => field.path().rsplit('/').next().unwrap_or("feedback"),
+            Some(Node::Record) => "record",
+            Some(Node::Metadata) => "report_metadata",
+            Some(Node::Policy) => "policy_published",
+            _ if self.stack.contains(&Node::Record) => "record",
+            _ => "feedback",
+        }
+    }
+
+    fn into_parse(mut self) -> ReportParse {
+        if self.problems_dropped > 0 {
+            let total = self.problems.len() as u64 + self.problems_dropped;
+            self.problems.push(Skipped {
+                location: String::new(),
+                reason: SkipReason::LimitExceeded {
+                    limit: "problems_listed".into(),
+                    value: total,
+                    max: MAX_PROBLEMS as u64,
+                },
+            });
+        }
+        ReportParse {
+            meta: self.meta,
+            records: self.delivered,
+            problems: self.problems,
+        }
+    }
+}
+
+fn declares_dmarc2_namespace(start: &BytesStart<'_>) -> bool {
+    start.attributes().with_checks(false).flatten().any(|attr| {
+        let key = attr.key.as_ref();
+        (key == b"xmlns" || key.starts_with(b"xmlns:"))
+            && attr.value.trim_ascii() == DMARC2_NAMESPACE
     })
+}
+
+/// Seconds since the epoch from `<begin>`/`<end>` text: an integer, nothing else.
+fn epoch_seconds(text: Option<&str>, name: &str) -> Result<i64, String> {
+    match text {
+        None => Err(format!("no <date_range><{name}>")),
+        Some("") => Err(format!("empty <date_range><{name}>")),
+        Some(value) => value.parse::<i64>().map_err(|_| {
+            let shown: String = value.chars().take(40).collect();
+            format!("<date_range><{name}> is not an integer: {shown:?}")
+        }),
+    }
+}
+
+fn set_last<T>(items: &mut [T], field: fn(&mut T) -> &mut String, value: String) {
+    if let Some(last) = items.last_mut() {
+        *field(last) = value;
+    }
+}
+
+fn clear_record(record: &mut Record) {
+    record.source_ip.clear();
+    record.count.clear();
+    record.disposition.clear();
+    record.policy_dkim.clear();
+    record.policy_spf.clear();
+    record.reasons.clear();
+    record.header_from.clear();
+    record.envelope_from.clear();
+    record.envelope_to.clear();
+    record.dkim.clear();
+    record.spf.clear();
+}
+
+/// C0 controls other than tab, LF and CR are not allowed in XML 1.0; they are dropped.
+fn is_forbidden_control(ch: char) -> bool {
+    ch < ' ' && !matches!(ch, '\t' | '\n' | '\r')
+}
+
+/// Builds a value: invalid UTF-8 replaced, forbidden controls removed, trimmed, optionally
+/// lower-cased, truncated to `max` bytes. Returns the untruncated length when it was cut.
+fn clean_value(
+    out: &mut String,
+    raw: &[u8],
+    raw_was_capped: bool,
+    max: usize,
+    lower: bool,
+) -> Option<usize> {
+    let text = String::from_utf8_lossy(raw);
+    let text: Cow<'_, str> = if text.chars().any(is_forbidden_control) {
+        Cow::Owned(text.chars().filter(|c| !is_forbidden_control(*c)).collect())
+    } else {
+        text
+    };
+    let trimmed = text.trim();
+    if lower
+        && trimmed
+            .bytes()
+            .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        out.push_str(&trimmed.to_lowercase());
+    } else {
+        out.push_str(trimmed);
+    }
+    if out.len() <= max && !raw_was_capped {
+        return None;
+    }
+    let original = out.len();
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    Some(original)
+}
+
+/// The input as UTF-8 bytes, with a per-event byte budget so one giant tag or text run cannot
+/// make quick-xml buffer the whole input.
+struct Input<R: BufRead> {
+    source: Source<R>,
+    consumed: usize,
+    budget: usize,
+    over_budget: bool,
+}
+
+type Prefixed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+enum Source<R: BufRead> {
+    Utf8(Prefixed<R>),
+    Transcoded(Transcoder<Prefixed<R>>),
+}
+
+impl<R: BufRead> Input<R> {
+    /// Reads a small prefix to find the encoding, then chains it back in front of the rest.
+    fn open(mut reader: R, budget: usize) -> io::Result<Self> {
+        let mut prefix = Vec::with_capacity(SNIFF_BYTES as usize);
+        (&mut reader).take(SNIFF_BYTES).read_to_end(&mut prefix)?;
+        let (encoding, skip) = sniff_encoding(&prefix);
+        let mut cursor = io::Cursor::new(prefix);
+        cursor.set_position(skip as u64);
+        let chained = cursor.chain(reader);
+        let source = match encoding {
+            None => Source::Utf8(chained),
+            Some(encoding) => Source::Transcoded(Transcoder::new(
+                chained,
+                encoding.new_decoder_without_bom_handling(),
+            )),
+        };
+        Ok(Input {
+            source,
+            consumed: 0,
+            budget,
+            over_budget: false,
+        })
+    }
+
+    fn start_event(&mut self) {
+        self.consumed = 0;
+    }
+}
+
+impl<R: BufRead> Read for Input<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Input<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.consumed > self.budget {
+            self.over_budget = true;
+            return Err(io::Error::other("one XML event exceeds the size budget"));
+        }
+        match &mut self.source {
+            Source::Utf8(inner) => inner.fill_buf(),
+            Source::Transcoded(inner) => inner.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.consumed = self.consumed.saturating_add(amount);
+        match &mut self.source {
+            Source::Utf8(inner) => inner.consume(amount),
+            Source::Transcoded(inner) => inner.consume(amount),
+        }
+    }
+}
+
+/// The encoding to transcode from (`None` = already UTF-8) and the BOM length to skip.
+fn sniff_encoding(prefix: &[u8]) -> (Option<&'static Encoding>, usize) {
+    if let Some((encoding, bom_len)) = Encoding::for_bom(prefix) {
+        return (Some(encoding).filter(|e| *e != UTF_8), bom_len);
+    }
+    match prefix {
+        [b'<', 0, ..] => return (Some(UTF_16LE), 0),
+        [0, b'<', ..] => return (Some(UTF_16BE), 0),
+        _ => {}
+    }
+    // A declaration readable as ASCII rules out UTF-16 whatever it claims.
+    match declared_encoding(prefix).and_then(Encoding::for_label) {
+        Some(encoding) if encoding != UTF_8 && encoding != UTF_16LE && encoding != UTF_16BE => {
+            (Some(encoding), 0)
+        }
+        _ => (None, 0),
+    }
+}
+
+/// The `encoding` pseudo-attribute of a leading `<?xml …?>` declaration (single or double quotes).
+fn declared_encoding(prefix: &[u8]) -> Option<&[u8]> {
+    let rest = prefix.trim_ascii_start().strip_prefix(b"<?xml")?;
+    let decl = &rest[..find(rest, b"?>")?];
+    let after = &decl[find(decl, b"encoding")? + b"encoding".len()..];
+    let value = after
+        .trim_ascii_start()
+        .strip_prefix(b"=")?
+        .trim_ascii_start();
+    let (&quote, value) = value.split_first()?;
+    if quote != b'"' && quote != b'\'' {
+        return None;
+    }
+    let close = value.iter().position(|&b| b == quote)?;
+    Some(value[..close].trim_ascii())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Streaming conversion of a non-UTF-8 input to UTF-8 (malformed sequences become U+FFFD).
+struct Transcoder<R: BufRead> {
+    inner: R,
+    decoder: Decoder,
+    out: Vec<u8>,
+    pos: usize,
+    len: usize,
+    finished: bool,
+}
+
+const TRANSCODE_CHUNK: usize = 8192;
+
+impl<R: BufRead> Transcoder<R> {
+    fn new(inner: R, decoder: Decoder) -> Self {
+        let room = decoder
+            .max_utf8_buffer_length(TRANSCODE_CHUNK)
+            .unwrap_or(TRANSCODE_CHUNK * 4)
+            .max(16);
+        Transcoder {
+            inner,
+            decoder,
+            out: vec![0; room],
+            pos: 0,
+            len: 0,
+            finished: false,
+        }
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        let src = self.inner.fill_buf()?;
+        let last = src.is_empty();
+        let take = src.len().min(TRANSCODE_CHUNK);
+        let (_, read, written, _) = self
+            .decoder
+            .decode_to_utf8(&src[..take], &mut self.out, last);
+        self.inner.consume(read);
+        self.pos = 0;
+        self.len = written;
+        if last {
+            self.finished = true;
+        } else if read == 0 && written == 0 {
+            return Err(io::Error::other("transcoding made no progress"));
+        }
+        Ok(())
+    }
+}
+
+impl<R: BufRead> Read for Transcoder<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Transcoder<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.len && !self.finished {
+            self.refill()?;
+        }
+        Ok(&self.out[self.pos..self.len])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.pos = (self.pos + amount).min(self.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_single_and_double_quoted_declared_encodings() {
+        assert_eq!(
+            declared_encoding(b"<?xml version='1.0' encoding='windows-1252'?><a/>"),
+            Some(&b"windows-1252"[..])
+        );
+        assert_eq!(
+            declared_encoding(b" <?xml version=\"1.0\" encoding = \"ISO-8859-1\" ?>"),
+            Some(&b"ISO-8859-1"[..])
+        );
+        assert_eq!(declared_encoding(b"<?xml version=\"1.0\"?><a/>"), None);
+        assert_eq!(declared_encoding(b"<feedback/>"), None);
+    }
+
+    #[test]
+    fn utf16_declared_in_ascii_is_treated_as_utf8() {
+        assert_eq!(
+            sniff_encoding(b"<?xml version=\"1.0\" encoding=\"UTF-16\"?>").0,
+            None
+        );
+        assert_eq!(sniff_encoding(b"\xEF\xBB\xBF<a/>"), (None, 3));
+        assert_eq!(sniff_encoding(b"\xFF\xFE<\0").0, Some(UTF_16LE));
+    }
+
+    #[test]
+    fn cleans_values() {
+        let mut out = String::new();
+        assert_eq!(
+            clean_value(&mut out, b"  Pass\x07\t\t", false, 100, true),
+            None
+        );
+        assert_eq!(out, "pass");
+        out.clear();
+        assert_eq!(
+            clean_value(&mut out, "h\u{e9}llo".as_bytes(), false, 2, false),
+            Some(6)
+        );
+        assert_eq!(out, "h");
+        out.clear();
+        assert_eq!(clean_value(&mut out, b"bad\xd1", false, 100, false), None);
+        assert_eq!(out, "bad\u{fffd}");
+    }
 }
