@@ -1,0 +1,2 @@
+//! Shared test support for the adapter tests.
+pub mod moto;
