@@ -1,0 +1,435 @@
+//! Stage (ingest): receive messages, read their mails, write staged rows per partition, then a
+//! batch ledger, and only then delete the messages. A crash anywhere means a redo that rewrites
+//! the same keys (the batch id is a hash of the batch's mails); repeats are removed at compaction.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Pipeline;
+use super::error::PipelineError;
+use super::events::{Body, MailRef, parse_body};
+use super::failpoint::hit;
+use super::layout::{hash_parts, yyyymmdd};
+use super::queue::{Message, Queue, ReceiveOptions};
+use super::retry::retry;
+use super::staged::{StagedBuilder, StagedReport, assemble};
+use super::store::ObjectStore;
+use super::summary::StageSummary;
+use crate::columns::COLUMNS;
+use crate::error::Skipped;
+use crate::mail::{ReportSink, parse_mail};
+use crate::model::{ReportIdentity, ReportMeta, ReportSummary, RowView, utc_date};
+
+/// What became of one mail, as recorded in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailFate {
+    Staged,
+    Quarantined,
+    /// Not found: already archived or quarantined by an earlier run.
+    Gone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerMail {
+    pub mail: MailRef,
+    pub fate: MailFate,
+    pub reports: u64,
+    pub rows: u64,
+    pub skipped: Vec<Skipped>,
+}
+
+/// `staging/ledger/<batch>.json`: what a batch staged, so archive knows when its mails may move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub v: u32,
+    pub batch: String,
+    pub staged: Vec<String>,
+    pub mails: Vec<LedgerMail>,
+}
+
+/// The quarantine sidecar `<mail>.reason.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineReason {
+    pub mail: MailRef,
+    pub quarantined_at: String,
+    /// Stable code of the first reason (what the summary counts).
+    pub code: String,
+    pub reasons: Vec<Skipped>,
+}
+
+/// Receives and ingests batches until `emptypolls` consecutive empty polls, or until
+/// `should_stop` says so (a Lambda passes its deadline minus a margin; `more` is then true).
+pub fn drain(
+    p: &Pipeline,
+    queue: &dyn Queue,
+    should_stop: &dyn Fn() -> bool,
+) -> Result<StageSummary, PipelineError> {
+    let opts = ReceiveOptions {
+        max_messages: p.settings.pollmessages,
+        wait_seconds: p.settings.polltimeout,
+        visibility_timeout_seconds: p.settings.sqsprocessingtime,
+    };
+    let mut total = StageSummary::default();
+    let mut empty_polls = 0;
+    loop {
+        if should_stop() {
+            total.more = true;
+            break;
+        }
+        let messages = retry(&p.retry, "receive", || queue.receive(&opts))?;
+        hit("stage.after_receive")?;
+        if messages.is_empty() {
+            empty_polls += 1;
+            if empty_polls >= p.settings.emptypolls {
+                break;
+            }
+            continue;
+        }
+        empty_polls = 0;
+        let batch = ingest_batch(p, queue, &messages)?;
+        total.add(&batch);
+        p.hooks.batch_done(&total);
+    }
+    Ok(total)
+}
+
+/// Ingests one batch of received messages (see the module docs for the order of writes).
+pub fn ingest_batch(
+    p: &Pipeline,
+    queue: &dyn Queue,
+    messages: &[Message],
+) -> Result<StageSummary, PipelineError> {
+    let mut summary = StageSummary {
+        batches: 1,
+        ..StageSummary::default()
+    };
+    let mut batch = Batch::default();
+    let mut done_receipts = Vec::new();
+    for message in messages {
+        if ingest_message(p, message, &mut batch, &mut summary)? {
+            done_receipts.push(message.receipt.clone());
+        } else {
+            summary.left_for_retry += u64::from(batch.last_message_failed);
+        }
+    }
+    write_batch(p, &mut batch, &mut summary)?;
+    if p.settings.deletesqs && !done_receipts.is_empty() {
+        retry(&p.retry, "delete messages", || queue.delete(&done_receipts))?;
+        hit("stage.after_queue_delete")?;
+        summary.deleted_messages = done_receipts.len() as u64;
+    }
+    Ok(summary)
+}
+
+/// Everything one batch accumulates before it is written.
+#[derive(Default)]
+struct Batch {
+    /// Row parts (complete gzip members) and reports per partition.
+    partitions: BTreeMap<String, (Vec<StagedReport>, Vec<u8>)>,
+    mails: Vec<LedgerMail>,
+    /// Fate of each mail already handled in this batch (a message delivered twice in one batch).
+    handled: BTreeMap<(String, String), MailFate>,
+    last_message_failed: bool,
+}
+
+/// Handles one message; `Ok(true)` when it may be deleted.
+fn ingest_message(
+    p: &Pipeline,
+    message: &Message,
+    batch: &mut Batch,
+    summary: &mut StageSummary,
+) -> Result<bool, PipelineError> {
+    batch.last_message_failed = false;
+    let refs = match parse_body(&message.body) {
+        Body::Mails(refs) => refs,
+        Body::Ignore(why) => {
+            tracing::info!(message = %message.id, "ignoring message: {why}");
+            summary.ignored += 1;
+            return Ok(true);
+        }
+        Body::Foreign(why) => {
+            tracing::warn!(message = %message.id, receive_count = message.receive_count,
+                "foreign message left for redelivery/DLQ: {why}");
+            summary.foreign += 1;
+            return Ok(false);
+        }
+    };
+    let mut all_done = true;
+    for mail in refs {
+        let id = (mail.bucket.clone(), mail.key.clone());
+        if batch.handled.contains_key(&id) {
+            continue;
+        }
+        match ingest_mail(p, &mail, batch, summary) {
+            Ok(fate) => {
+                batch.handled.insert(id, fate);
+            }
+            // Storage of the mail failing (after retries) leaves the message; others go on.
+            Err(e @ (PipelineError::Transient(_) | PipelineError::Permanent(_))) => {
+                tracing::warn!(bucket = %mail.bucket, key = %mail.key, "mail left for retry: {e}");
+                all_done = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    batch.last_message_failed = !all_done;
+    Ok(all_done)
+}
+
+fn ingest_mail(
+    p: &Pipeline,
+    mail: &MailRef,
+    batch: &mut Batch,
+    summary: &mut StageSummary,
+) -> Result<MailFate, PipelineError> {
+    let store = p.mail_store(&mail.bucket)?;
+    let bytes = retry(&p.retry, "get mail", || store.get(&mail.key))?;
+    hit("stage.after_get_mail")?;
+    let Some(bytes) = bytes else {
+        tracing::info!(bucket = %mail.bucket, key = %mail.key, "mail already gone (archived earlier)");
+        summary.gone += 1;
+        record(batch, mail, MailFate::Gone, 0, 0, Vec::new());
+        return Ok(MailFate::Gone);
+    };
+    summary.mails += 1;
+    let mut sink = MailSink::new(mail);
+    let outcome = parse_mail(&bytes, &mail.key, &p.settings.parse_options(), &mut sink)
+        .map_err(|e| PipelineError::Transient(format!("staging rows of {}: {e}", mail.key)))?;
+    if !outcome.is_usable() {
+        quarantine(p, &*store, mail, &bytes, &outcome.skipped, summary)?;
+        record(batch, mail, MailFate::Quarantined, 0, 0, outcome.skipped);
+        return Ok(MailFate::Quarantined);
+    }
+    for s in outcome
+        .skipped
+        .iter()
+        .chain(outcome.reports.iter().flat_map(|r| &r.problems))
+    {
+        tracing::info!(key = %mail.key, code = s.reason.code(), "skipped: {s}");
+        *summary
+            .skipped_by_reason
+            .entry(s.reason.code().into())
+            .or_default() += 1;
+        p.hooks.skipped(mail, s);
+    }
+    let (reports, rows) = sink.merge_into(&mut batch.partitions)?;
+    summary.reports += reports;
+    summary.rows += rows;
+    record(
+        batch,
+        mail,
+        MailFate::Staged,
+        reports,
+        rows,
+        outcome.skipped,
+    );
+    Ok(MailFate::Staged)
+}
+
+fn record(
+    batch: &mut Batch,
+    mail: &MailRef,
+    fate: MailFate,
+    reports: u64,
+    rows: u64,
+    skipped: Vec<Skipped>,
+) {
+    batch.mails.push(LedgerMail {
+        mail: mail.clone(),
+        fate,
+        reports,
+        rows,
+        skipped,
+    });
+}
+
+/// Sidecar first, then the mail's bytes, then (AWS) the original: a crash leaves at worst a copy.
+fn quarantine(
+    p: &Pipeline,
+    store: &dyn ObjectStore,
+    mail: &MailRef,
+    bytes: &[u8],
+    reasons: &[Skipped],
+    summary: &mut StageSummary,
+) -> Result<(), PipelineError> {
+    let day = yyyymmdd(p.run_time);
+    let code = reasons
+        .first()
+        .map(|s| s.reason.code().to_string())
+        .unwrap_or_else(|| "no_report".into());
+    let sidecar = QuarantineReason {
+        mail: mail.clone(),
+        quarantined_at: crate::model::utc_datetime(p.run_time),
+        code: code.clone(),
+        reasons: reasons.to_vec(),
+    };
+    let json = serde_json::to_vec_pretty(&sidecar)
+        .map_err(|e| PipelineError::Permanent(format!("quarantine sidecar: {e}")))?;
+    let reason_key = p.layout.quarantine_reason_key(&day, &mail.key);
+    retry(&p.retry, "put quarantine reason", || {
+        p.data.put(&reason_key, &json)
+    })?;
+    hit("stage.after_quarantine_reason_put")?;
+    let key = p.layout.quarantine_key(&day, &mail.key);
+    retry(&p.retry, "put quarantined mail", || p.data.put(&key, bytes))?;
+    hit("stage.after_quarantine_mail_put")?;
+    if p.quarantine_removes_source {
+        retry(&p.retry, "delete quarantined source", || {
+            store.delete(&mail.key)
+        })?;
+        hit("stage.after_quarantine_source_delete")?;
+    }
+    let reasons_text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    tracing::info!(key = %mail.key, quarantine = %key, code = %code,
+        "quarantined: {}", reasons_text.join("; "));
+    summary.quarantined += 1;
+    *summary.quarantined_by_reason.entry(code).or_default() += 1;
+    p.hooks.quarantined(mail, reasons);
+    Ok(())
+}
+
+/// Staged objects (one per partition), then the ledger.
+fn write_batch(
+    p: &Pipeline,
+    batch: &mut Batch,
+    summary: &mut StageSummary,
+) -> Result<(), PipelineError> {
+    let recorded: BTreeSet<&MailRef> = batch
+        .mails
+        .iter()
+        .filter(|m| m.fate != MailFate::Gone)
+        .map(|m| &m.mail)
+        .collect();
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let id = batch_id(recorded);
+    let mut staged_keys = Vec::new();
+    for (partition, (reports, rows)) in std::mem::take(&mut batch.partitions) {
+        let key = p.layout.staged_key(&partition, &id);
+        let body = assemble(&id, &partition, reports, &rows)
+            .map_err(|e| PipelineError::Permanent(format!("building {key}: {e}")))?;
+        retry(&p.retry, "put staged rows", || p.data.put(&key, &body))?;
+        hit("stage.after_staged_put")?;
+        summary.staged_objects += 1;
+        staged_keys.push(key);
+    }
+    let ledger = Ledger {
+        v: 1,
+        batch: id.clone(),
+        staged: staged_keys,
+        mails: std::mem::take(&mut batch.mails),
+    };
+    let json = serde_json::to_vec(&ledger)
+        .map_err(|e| PipelineError::Permanent(format!("ledger: {e}")))?;
+    let key = p.layout.ledger_key(&id);
+    retry(&p.retry, "put ledger", || p.data.put(&key, &json))?;
+    hit("stage.after_ledger_put")?;
+    Ok(())
+}
+
+/// Hash of the batch's mails (bucket, key, etag, size), sorted: a retried identical batch
+/// overwrites its own staged objects instead of adding new ones.
+fn batch_id<'a>(mails: impl IntoIterator<Item = &'a MailRef>) -> String {
+    let parts = mails.into_iter().flat_map(|m| {
+        [
+            m.bucket.clone(),
+            m.key.clone(),
+            m.etag.clone().unwrap_or_default(),
+            m.size.map(|s| s.to_string()).unwrap_or_default(),
+        ]
+    });
+    hash_parts(parts, 16)
+}
+
+/// Collects one mail's rows per partition (report begin date), isolated from the batch until the
+/// mail is known to be usable.
+struct MailSink {
+    mail: MailRef,
+    parts: BTreeMap<String, StagedBuilder>,
+    current: Option<String>,
+    values: Vec<String>,
+}
+
+impl MailSink {
+    fn new(mail: &MailRef) -> Self {
+        MailSink {
+            mail: MailRef {
+                bucket: mail.bucket.clone(),
+                key: mail.key.clone(),
+                etag: None,
+                size: None,
+            },
+            parts: BTreeMap::new(),
+            current: None,
+            values: Vec::with_capacity(COLUMNS.len()),
+        }
+    }
+
+    fn start(&mut self, meta: &ReportMeta) -> String {
+        let partition = utc_date(meta.begin);
+        let identity = ReportIdentity {
+            org_name: meta.org_name.clone(),
+            report_id: meta.report_id.clone(),
+            policy_domain: meta.policy.domain.clone(),
+            begin: meta.begin,
+            end: meta.end,
+        };
+        self.parts
+            .entry(partition.clone())
+            .or_default()
+            .begin_report(identity, self.mail.clone());
+        self.current = Some(partition.clone());
+        partition
+    }
+
+    /// Appends this mail's row parts to the batch; returns (reports, rows).
+    fn merge_into(
+        self,
+        into: &mut BTreeMap<String, (Vec<StagedReport>, Vec<u8>)>,
+    ) -> Result<(u64, u64), PipelineError> {
+        let (mut reports, mut rows) = (0, 0);
+        for (partition, builder) in self.parts {
+            let (bytes, staged) = builder
+                .finish_parts()
+                .map_err(|e| PipelineError::Permanent(format!("compressing rows: {e}")))?;
+            reports += staged.len() as u64;
+            rows += staged.iter().map(|r| r.rows).sum::<u64>();
+            let entry = into.entry(partition).or_default();
+            entry.0.extend(staged);
+            entry.1.extend_from_slice(&bytes);
+        }
+        Ok((reports, rows))
+    }
+}
+
+impl ReportSink for MailSink {
+    fn begin_report(&mut self, _location: &str, meta: &ReportMeta) {
+        self.start(meta);
+    }
+
+    fn row(&mut self, row: &RowView<'_>) -> std::io::Result<()> {
+        let partition = match &self.current {
+            Some(p) => p.clone(),
+            None => self.start(row.meta),
+        };
+        self.values.clear();
+        self.values
+            .extend(COLUMNS.iter().map(|c| (c.value)(row).into_owned()));
+        let builder = self.parts.entry(partition).or_default();
+        builder.push_row(self.values.iter().map(String::as_str))
+    }
+
+    fn end_report(&mut self, summary: &ReportSummary) {
+        match self.current.take().and_then(|p| self.parts.get_mut(&p)) {
+            Some(builder) => builder.set_identity(summary.identity.clone()),
+            // A report announced only at its end (no rows): still staged, so it is deduplicated.
+            None => self
+                .parts
+                .entry(summary.identity.partition())
+                .or_default()
+                .begin_report(summary.identity.clone(), self.mail.clone()),
+        }
+    }
+}
