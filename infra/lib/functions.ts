@@ -1,0 +1,76 @@
+/**
+ * The two Rust Lambdas, built from the workspace by cargo-lambda-cdk (arm64, provided.al2023).
+ * Their binary names double as the stable names the end-to-end test maps Task ARNs to (see FUNCTION_TAG).
+ */
+import * as path from 'node:path';
+import { Duration, RemovalPolicy, Tags } from 'aws-cdk-lib';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { RustFunction } from 'cargo-lambda-cdk';
+import { Construct } from 'constructs';
+import { FunctionSizing } from './config';
+
+/** Tag on each function naming its binary; scripts/extract-asl.ts maps Task ARNs through it. */
+export const FUNCTION_TAG = 'dmarc-tsv:function';
+export const INGEST_BINARY = 'dmarc-tsv-ingest';
+export const COMPACT_BINARY = 'dmarc-tsv-compact';
+
+/** Repository root: infra/lib/.. /.. (the Cargo workspace). */
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+/** Test-only stand-in for the Rust build output (see `placeholderCode` in config.ts). */
+const PLACEHOLDER_DIR = path.join(REPO_ROOT, 'infra', 'test', 'placeholder-lambda');
+
+export interface PipelineFunctionProps {
+  /** Crate directory below the repository root, e.g. `lambdas/ingest`. */
+  readonly crateDir: string;
+  readonly binaryName: string;
+  readonly description: string;
+  readonly sizing: FunctionSizing;
+  readonly environment: Record<string, string>;
+  readonly logRetentionDays: number;
+  readonly encryptionKey?: kms.IKey;
+  readonly placeholderCode: boolean;
+}
+
+export class PipelineFunction extends Construct {
+  readonly function: lambda.Function;
+  readonly logGroup: logs.LogGroup;
+
+  constructor(scope: Construct, id: string, props: PipelineFunctionProps) {
+    super(scope, id);
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      retention: props.logRetentionDays as logs.RetentionDays,
+      encryptionKey: props.encryptionKey,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const common: lambda.FunctionOptions = {
+      description: props.description,
+      memorySize: props.sizing.memoryMb,
+      timeout: Duration.seconds(props.sizing.timeoutSeconds),
+      environment: props.environment,
+      environmentEncryption: props.encryptionKey,
+      logGroup: this.logGroup,
+      loggingFormat: lambda.LoggingFormat.JSON,
+      applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
+      systemLogLevelV2: lambda.SystemLogLevel.WARN,
+      tracing: lambda.Tracing.ACTIVE,
+      architecture: lambda.Architecture.ARM_64,
+    };
+    this.function = props.placeholderCode
+      ? new lambda.Function(this, 'Function', {
+          ...common,
+          runtime: lambda.Runtime.PROVIDED_AL2023,
+          handler: 'bootstrap',
+          code: lambda.Code.fromAsset(PLACEHOLDER_DIR),
+        })
+      : new RustFunction(this, 'Function', {
+          ...common,
+          manifestPath: path.join(REPO_ROOT, props.crateDir, 'Cargo.toml'),
+          binaryName: props.binaryName,
+          runtime: 'provided.al2023',
+          bundling: { architecture: lambda.Architecture.ARM_64 },
+        });
+    Tags.of(this.function).add(FUNCTION_TAG, props.binaryName);
+  }
+}
