@@ -223,7 +223,7 @@ impl ObjectStore for LocalStore {
 
 /// Every file under an input folder, as queue messages: each body is a synthetic S3 event naming
 /// bucket = the folder's name as given, key = the file's relative path. Hidden files, temporary
-/// files and a Maildir's `tmp/` are skipped; so are `exclude`d folders (e.g. the output inside the
+/// files, Markdown notes and a Maildir's `tmp/` are skipped; so are `exclude`d folders (e.g. the output inside the
 /// input). `delete` only marks messages done: local runs list the folder afresh each time.
 pub struct DirQueue {
     bucket: String,
