@@ -27,6 +27,12 @@ export interface DmarcTsvConfig {
   readonly existingRuleSetName?: string;
   /** Make the new rule set the active one (only one can be active per account and region). */
   readonly activateRuleSet: boolean;
+  /** Name of the new rule set (ignored with existingRuleSetName). */
+  readonly ruleSetName: string;
+  /** Name of the receipt rule (unique within its rule set). */
+  readonly ruleName: string;
+  /** Reject mail not delivered over TLS. */
+  readonly requireTls: boolean;
   /** `kms` = customer managed key for bucket, queues, topic, logs; `s3` = S3/SQS managed keys. */
   readonly encryption: 'kms' | 's3';
   readonly versioning: boolean;
@@ -53,6 +59,8 @@ export interface DmarcTsvConfig {
   readonly stateMachineTimeoutMinutes: number;
   /** EventBridge Scheduler expression; `none` disables the schedule. */
   readonly schedule: string;
+  /** Retries of a failed StartExecution by EventBridge Scheduler before the event goes to its DLQ. */
+  readonly scheduleRetries: number;
   readonly scheduleTimezone: string;
   readonly databaseName: string;
   readonly tableName: string;
@@ -71,6 +79,9 @@ export const DEFAULTS = {
   recipients: '',
   existingRuleSetName: '',
   activateRuleSet: false,
+  ruleSetName: 'dmarc-tsv',
+  ruleName: 'dmarc-tsv-reports',
+  requireTls: false,
   encryption: 'kms',
   versioning: false,
   incomingPrefix: 'incoming/',
@@ -102,6 +113,7 @@ export const DEFAULTS = {
   stateMachineTimeoutMinutes: 360,
   schedule: 'cron(0 3 * * ? *)',
   scheduleTimezone: 'UTC',
+  scheduleRetries: 3,
   databaseName: 'dmarc',
   tableName: 'dmarc_reports',
   workGroupName: 'dmarc-tsv',
@@ -155,12 +167,47 @@ class ContextReader {
     return items.map((s) => s.trim()).filter((s) => s.length > 0);
   }
 
+  /** SES recipient conditions: an address (`dmarc@example.com`) or a domain (`example.com`, `.example.com`). */
+  recipients(key: ContextKey): string[] {
+    const items = this.list(key);
+    for (const item of items) {
+      if (!/^([^\s@]+@)?\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(item)) {
+        throw new ConfigError(
+          `context ${key}: ${JSON.stringify(item)} is neither an e-mail address nor a domain`,
+        );
+      }
+    }
+    return items;
+  }
+
   prefix(key: ContextKey): string {
     const value = this.string(key);
     // Prefixes are joined to keys and used in IAM resource ARNs: keep them plain and slash-terminated.
     if (!/^[A-Za-z0-9!_.()'-]+(\/[A-Za-z0-9!_.()'-]+)*\/$/.test(value)) {
       throw new ConfigError(
         `context ${key}: expected a relative prefix ending with '/', got ${JSON.stringify(value)}`,
+      );
+    }
+    return value;
+  }
+
+  /** SES rule / rule set / workgroup names: letters, digits, `.`, `_`, `-`. */
+  name(key: ContextKey): string {
+    const value = this.string(key);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(value)) {
+      throw new ConfigError(
+        `context ${key}: expected a name of letters, digits, '.', '_' or '-', got ${JSON.stringify(value)}`,
+      );
+    }
+    return value;
+  }
+
+  /** Glue/Athena identifiers: lower-case letters, digits and `_` (no quoting needed in SQL). */
+  glueName(key: ContextKey): string {
+    const value = this.string(key);
+    if (!/^[a-z_][a-z0-9_]{0,127}$/.test(value)) {
+      throw new ConfigError(
+        `context ${key}: expected lower-case letters, digits or '_', got ${JSON.stringify(value)}`,
       );
     }
     return value;
@@ -200,9 +247,12 @@ export function readConfig(node: Node): DmarcTsvConfig {
   const alarmEmail = ctx.string('alarmEmail');
   const existingRuleSetName = ctx.string('existingRuleSetName');
   const config: DmarcTsvConfig = {
-    recipients: ctx.list('recipients'),
+    recipients: ctx.recipients('recipients'),
     existingRuleSetName: existingRuleSetName === '' ? undefined : existingRuleSetName,
     activateRuleSet: ctx.bool('activateRuleSet'),
+    ruleSetName: ctx.name('ruleSetName'),
+    ruleName: ctx.name('ruleName'),
+    requireTls: ctx.bool('requireTls'),
     encryption: ctx.oneOf('encryption', ['kms', 's3'] as const),
     versioning: ctx.bool('versioning'),
     prefixes,
@@ -226,9 +276,10 @@ export function readConfig(node: Node): DmarcTsvConfig {
     stateMachineTimeoutMinutes: ctx.int('stateMachineTimeoutMinutes', 5, 60 * 24 * 7),
     schedule: ctx.string('schedule'),
     scheduleTimezone: ctx.string('scheduleTimezone'),
-    databaseName: ctx.string('databaseName'),
-    tableName: ctx.string('tableName'),
-    workGroupName: ctx.string('workGroupName'),
+    scheduleRetries: ctx.int('scheduleRetries', 0, 185),
+    databaseName: ctx.glueName('databaseName'),
+    tableName: ctx.glueName('tableName'),
+    workGroupName: ctx.name('workGroupName'),
     bytesScannedCutoffMb: ctx.int('bytesScannedCutoffMb', 10, 1_000_000_000),
     alarmEmail: alarmEmail === '' ? undefined : alarmEmail,
     placeholderCode: ctx.bool('placeholderCode'),

@@ -2,15 +2,18 @@
  * Stack `DmarcTsv`: SES receiving -> S3 `incoming/` -> SQS -> scheduled Step Functions run of the ingest
  * and compact Lambdas -> gzipped TSV under `dmarc/` queried through Glue/Athena.
  */
-import { CfnOutput, Duration, Stack, StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, Duration, Stack, StackProps } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { Analytics } from './athena';
 import { DmarcTsvConfig, readConfig } from './config';
 import { COMPACT_BINARY, INGEST_BINARY, PipelineFunction } from './functions';
 import { grantCompact, grantIngest } from './grants';
+import { Operations } from './operations';
+import { Receiving } from './ses';
 import { Storage } from './storage';
 import { Workflow } from './workflow';
 
@@ -22,6 +25,9 @@ export class DmarcTsvStack extends Stack {
   readonly ingest: PipelineFunction;
   readonly compact: PipelineFunction;
   readonly stateMachine: sfn.StateMachine;
+  readonly receiving?: Receiving;
+  readonly analytics: Analytics;
+  readonly operations: Operations;
   /** Data bucket objects, Lambda environment and log groups. */
   readonly key?: kms.Key;
   /** Queues and the alarm topic: separate from `key` because S3 notification grants on it name the bucket. */
@@ -49,6 +55,17 @@ export class DmarcTsvStack extends Stack {
     if (this.key) this.allowLogsToUseKey(this.key);
 
     this.storage = new Storage(this, 'Storage', { config, key: this.key, messagingKey: this.messagingKey });
+    if (config.recipients.length > 0) {
+      this.receiving = new Receiving(this, 'Receiving', {
+        config,
+        bucket: this.storage.bucket,
+        key: this.key,
+      });
+    } else {
+      Annotations.of(this).addInfo(
+        'No context "recipients": no SES receipt rule; put raw mails under the incoming prefix yourself.',
+      );
+    }
     const environment = this.lambdaEnvironment(config);
     this.ingest = new PipelineFunction(this, 'Ingest', {
       crateDir: 'lambdas/ingest',
@@ -96,6 +113,14 @@ export class DmarcTsvStack extends Stack {
       logs: { destination: machineLogs, level: sfn.LogLevel.ALL, includeExecutionData: false },
     });
 
+    this.analytics = new Analytics(this, 'Analytics', { config, bucket: this.storage.bucket, key: this.key });
+    this.operations = new Operations(this, 'Operations', {
+      config,
+      stateMachine: this.stateMachine,
+      functions: { Ingest: this.ingest.function, Compact: this.compact.function },
+      deadLetterQueue: this.storage.deadLetterQueue,
+      messagingKey: this.messagingKey,
+    });
     this.outputs();
   }
 
@@ -140,6 +165,13 @@ export class DmarcTsvStack extends Stack {
     new CfnOutput(this, 'QueueUrl', { value: this.storage.queue.queueUrl });
     new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.storage.deadLetterQueue.queueUrl });
     new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'WorkGroup', { value: this.config.workGroupName });
+    new CfnOutput(this, 'Database', { value: this.config.databaseName });
+    new CfnOutput(this, 'Table', { value: this.config.tableName });
+    new CfnOutput(this, 'AlarmTopicArn', { value: this.operations.topic.topicArn });
+    if (this.receiving) {
+      new CfnOutput(this, 'ReceiptRuleSet', { value: this.receiving.ruleSetName });
+    }
     new CfnOutput(this, 'IngestFunctionName', { value: this.ingest.function.functionName });
     new CfnOutput(this, 'CompactFunctionName', { value: this.compact.function.functionName });
     new CfnOutput(this, 'StartRunCommand', {

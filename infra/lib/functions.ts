@@ -4,6 +4,7 @@
  */
 import * as path from 'node:path';
 import { Duration, RemovalPolicy, Tags } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -36,6 +37,7 @@ export interface PipelineFunctionProps {
 export class PipelineFunction extends Construct {
   readonly function: lambda.Function;
   readonly logGroup: logs.LogGroup;
+  readonly role: iam.Role;
 
   constructor(scope: Construct, id: string, props: PipelineFunctionProps) {
     super(scope, id);
@@ -44,7 +46,14 @@ export class PipelineFunction extends Construct {
       encryptionKey: props.encryptionKey,
       removalPolicy: RemovalPolicy.RETAIN,
     });
+    // Own role instead of AWSLambdaBasicExecutionRole: log writes limited to this function's log group.
+    this.role = new iam.Role(this, 'Role', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: `${props.binaryName} Lambda execution role`,
+    });
+    this.logGroup.grantWrite(this.role);
     const common: lambda.FunctionOptions = {
+      role: this.role,
       description: props.description,
       memorySize: props.sizing.memoryMb,
       timeout: Duration.seconds(props.sizing.timeoutSeconds),
