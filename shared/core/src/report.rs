@@ -536,20 +536,16 @@ impl<'l> Parser<'l> {
                 self.record_has_row = false;
             }
             Node::Row => self.record_has_row = true,
-            Node::Dkim => {
-                if !self.push_repeated(|r| &mut r.dkim, "auth_results/dkim") {
-                    return Ok(Node::Skip);
-                }
+            Node::Dkim if !self.push_repeated(|r| &mut r.dkim, "auth_results/dkim") => {
+                return Ok(Node::Skip);
             }
-            Node::Spf => {
-                if !self.push_repeated(|r| &mut r.spf, "auth_results/spf") {
-                    return Ok(Node::Skip);
-                }
+            Node::Spf if !self.push_repeated(|r| &mut r.spf, "auth_results/spf") => {
+                return Ok(Node::Skip);
             }
-            Node::Reason => {
-                if !self.push_repeated(|r| &mut r.reasons, "row/policy_evaluated/reason") {
-                    return Ok(Node::Skip);
-                }
+            Node::Reason
+                if !self.push_repeated(|r| &mut r.reasons, "row/policy_evaluated/reason") =>
+            {
+                return Ok(Node::Skip);
             }
             Node::Field(Field::Error) if self.meta.errors.len() >= MAX_REPEATED => {
                 self.too_many("report_metadata/error".into());
@@ -847,7 +843,7 @@ impl<'l> Parser<'l> {
         if !self.meta_ready {
             match self.make_ready(on_record) {
                 Ok(()) => {}
-                Err(halt) => return Err(self.into_error(halt)),
+                Err(halt) => return Err(self.error_for(halt)),
             }
         }
         Ok(self.into_parse())
@@ -867,17 +863,18 @@ impl<'l> Parser<'l> {
         if !self.feedback_seen {
             return Err(match halt {
                 Halt::Malformed(detail) => ReportError::Skip(self.not_a_report(&detail)),
-                other => self.into_error(other),
+                other => self.error_for(other),
             });
         }
         // Records read before the break are complete: deliver them if the report is usable.
-        if !self.meta_ready && self.date_range().is_ok() {
-            if let Err(Halt::Sink(err)) = self.make_ready(on_record) {
-                return Err(ReportError::Sink(err));
-            }
+        if !self.meta_ready
+            && self.date_range().is_ok()
+            && let Err(Halt::Sink(err)) = self.make_ready(on_record)
+        {
+            return Err(ReportError::Sink(err));
         }
         if self.delivered == 0 {
-            return Err(self.into_error(halt));
+            return Err(self.error_for(halt));
         }
         if !self.stopped_early {
             let reason = self.reason_for(halt);
@@ -886,7 +883,7 @@ impl<'l> Parser<'l> {
         Ok(self.into_parse())
     }
 
-    fn into_error(&self, halt: Halt) -> ReportError {
+    fn error_for(&self, halt: Halt) -> ReportError {
         match halt {
             Halt::Sink(err) => ReportError::Sink(err),
             Halt::Input(err) => ReportError::Input(err),
