@@ -32,3 +32,9 @@ pub use counters::{S3Counters, S3Requests, SqsCounters, SqsRequests};
 pub use s3::S3Store;
 pub use sfn::{AwsError, ExecutionReport, ExecutionState, SfnClient};
 pub use sqs::{SqsQueue, resolve_queue_url};
+
+/// The SDK crates, re-exported so callers (Lambdas, tests) use exactly these versions.
+pub use aws_sdk_cloudformation;
+pub use aws_sdk_s3;
+pub use aws_sdk_sfn;
+pub use aws_sdk_sqs;

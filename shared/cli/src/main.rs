@@ -8,6 +8,8 @@ mod cmd_parse;
 mod cmd_run;
 mod cmd_schema;
 mod cmd_start;
+mod goflags;
+mod logging;
 
 const USAGE: &str = "\
 dmarc-tsv: DMARC aggregate reports (mail, zip, gzip, xml) to gzipped TSV for Athena
