@@ -112,7 +112,10 @@ fn duplicate_reports_are_dropped_within_a_piece_and_across_compactions() {
     stage_crafted(&p, DAY1, "a", &[("r1", 10), ("r2", 5)]);
     stage_crafted(&p, DAY1, "b", &[("r1", 10)]);
     let s = compact_partition(&p, "2024-01-01").unwrap();
-    assert_eq!((s.rows, s.reports, s.duplicates, s.duplicate_rows), (15, 2, 1, 10));
+    assert_eq!(
+        (s.rows, s.reports, s.duplicates, s.duplicate_rows),
+        (15, 2, 1, 10)
+    );
     // A later delivery of r2 (and a new r3) in another batch.
     stage_crafted(&p, DAY1, "c", &[("r2", 5), ("r3", 2)]);
     let s = compact_partition(&p, "2024-01-01").unwrap();
@@ -186,7 +189,9 @@ fn tabs_and_newlines_in_fields_never_break_tsv_rows() {
     row[5] = "a\tb\nc\\d".into();
     b.push_row(row.iter().map(String::as_str)).unwrap();
     let key = p.layout.staged_key("2024-01-01", "x");
-    p.data.put(&key, &b.finish("x", "2024-01-01").unwrap()).unwrap();
+    p.data
+        .put(&key, &b.finish("x", "2024-01-01").unwrap())
+        .unwrap();
     compact_partition(&p, "2024-01-01").unwrap();
     let rows = output_rows(dir.path());
     assert_eq!(rows.len(), 1);

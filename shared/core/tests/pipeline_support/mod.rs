@@ -212,7 +212,9 @@ pub fn stage_crafted(p: &Pipeline, begin: i64, batch: &str, reports: &[(&str, u6
     }
     let partition = identity("x", begin).partition();
     let key = p.layout.staged_key(&partition, batch);
-    p.data.put(&key, &b.finish(batch, &partition).unwrap()).unwrap();
+    p.data
+        .put(&key, &b.finish(batch, &partition).unwrap())
+        .unwrap();
     key
 }
 
