@@ -9,9 +9,11 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Skipped;
+use crate::error::{SkipReason, Skipped};
+use crate::extract::{self, Document, DocumentVisitor, ExtractStats, Visit};
 use crate::limits::Limits;
-use crate::model::{MailInfo, ReportMeta, ReportSummary, RowView};
+use crate::model::{MailInfo, Record, ReportIdentity, ReportMeta, ReportSummary, RowView};
+use crate::report::{self, ReportError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParseOptions {
@@ -58,18 +60,209 @@ pub enum MailError {
 }
 
 /// Parses the raw bytes of one mail (RFC 5322, LF or CRLF) or of a bare report file.
+///
+/// Every report found is parsed as a stream: `sink.begin_report` is called when the first record
+/// arrives (or at the end, for a report without records), each row goes to `sink.row`, and
+/// `sink.end_report` closes the report. Bad input never fails the call; only the sink can.
 pub fn parse_mail(
     bytes: &[u8],
     source_key: &str,
     opts: &ParseOptions,
     sink: &mut dyn ReportSink,
 ) -> Result<MailOutcome, MailError> {
-    let _ = (bytes, opts, sink);
-    Ok(MailOutcome {
+    parse_mail_with_stats(bytes, source_key, opts, sink).map(|(outcome, _)| outcome)
+}
+
+/// [`parse_mail`], also returning the extraction counters (decompressed bytes, documents), for
+/// callers that report them and for tests that check the limits hold.
+pub fn parse_mail_with_stats(
+    bytes: &[u8],
+    source_key: &str,
+    opts: &ParseOptions,
+    sink: &mut dyn ReportSink,
+) -> Result<(MailOutcome, ExtractStats), MailError> {
+    // The first To address is only known once the headers are parsed, but rows need it from the
+    // first record: read it up front (headers only, cheap) unless the bytes are a bare file.
+    let report_to = if extract::is_bare_report(bytes) {
+        String::new()
+    } else {
+        header_report_to(bytes, opts.limits.max_mail_bytes)
+    };
+    let mail = MailInfo {
+        report_to,
+        source_key: source_key.into(),
+    };
+    let mut visitor = RowVisitor {
+        opts,
+        mail: &mail,
+        sink,
+        reports: Vec::new(),
+    };
+    let extraction = extract::extract(bytes, &opts.limits, &mut visitor)?;
+    let reports = visitor.reports;
+    let outcome = MailOutcome {
         mail: MailInfo {
-            report_to: "unknown".into(),
+            report_to: extraction.report_to,
             source_key: source_key.into(),
         },
-        ..Default::default()
-    })
+        reports,
+        skipped: extraction.skipped,
+    };
+    Ok((outcome, extraction.stats))
+}
+
+/// The first To address from the headers alone; `unknown` when there is none or when the mail is
+/// too large to be read at all.
+fn header_report_to(bytes: &[u8], max_mail_bytes: u64) -> String {
+    if bytes.len() as u64 > max_mail_bytes {
+        return "unknown".into();
+    }
+    let parsed =
+        std::panic::catch_unwind(|| mail_parser::MessageParser::default().parse_headers(bytes));
+    parsed
+        .ok()
+        .flatten()
+        .and_then(|message| {
+            message
+                .to()
+                .and_then(|to| to.iter().find_map(|addr| addr.address()))
+                .map(|addr| addr.trim().to_string())
+        })
+        .filter(|addr| !addr.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Turns every XML document the extraction finds into rows for the sink.
+struct RowVisitor<'a> {
+    opts: &'a ParseOptions,
+    mail: &'a MailInfo,
+    sink: &'a mut dyn ReportSink,
+    reports: Vec<ReportSummary>,
+}
+
+/// Counts of one report while its records stream by.
+#[derive(Default)]
+struct ReportProgress {
+    /// A copy of the metadata taken at the first record: `begin_report` has been called.
+    meta: Option<ReportMeta>,
+    records: u64,
+    rows: u64,
+    excluded: u64,
+    sink_error: Option<io::Error>,
+}
+
+impl ReportProgress {
+    fn on_record(
+        &mut self,
+        location: &str,
+        mail: &MailInfo,
+        opts: &ParseOptions,
+        sink: &mut dyn ReportSink,
+        meta: &ReportMeta,
+        record: &Record,
+    ) -> io::Result<()> {
+        if self.meta.is_none() {
+            sink.begin_report(location, meta);
+            self.meta = Some(meta.clone());
+        }
+        self.records += 1;
+        if opts.exclude_disposition_none && record.disposition == "none" {
+            self.excluded += 1;
+            return Ok(());
+        }
+        let row = RowView { mail, meta, record };
+        match sink.row(&row) {
+            Ok(()) => {
+                self.rows += 1;
+                Ok(())
+            }
+            Err(err) => {
+                // Keep the real error for the caller; the parser only needs to stop.
+                let stop = io::Error::new(err.kind(), err.to_string());
+                self.sink_error = Some(err);
+                Err(stop)
+            }
+        }
+    }
+}
+
+impl DocumentVisitor for RowVisitor<'_> {
+    fn document(&mut self, doc: Document<'_>) -> io::Result<Visit> {
+        let location = doc.location.to_string();
+        let mut progress = ReportProgress::default();
+        let (opts, mail) = (self.opts, self.mail);
+        let result = {
+            let sink = &mut *self.sink;
+            let progress = &mut progress;
+            let location = location.as_str();
+            report::parse_report(&mut *doc.reader, &opts.limits, &mut |meta, record| {
+                progress.on_record(location, mail, opts, sink, meta, record)
+            })
+        };
+        if let Some(err) = progress.sink_error.take() {
+            return Err(err);
+        }
+        let result = match result {
+            Ok(parse) => Ok(parse),
+            Err(ReportError::Sink(err)) => return Err(err),
+            Err(ReportError::Skip(reason)) => Err(reason),
+            Err(ReportError::Input(err)) => Err(SkipReason::NotAReport {
+                detail: format!("unreadable: {err}"),
+            }),
+        };
+        // A stream that stopped early (limit, corrupt gzip tail) shows up in the parser as an
+        // I/O error; the meter knows the real cause.
+        let fault = doc.fault();
+        let (meta, records, mut problems) = match result {
+            Ok(parse) => {
+                let mut problems = parse.problems;
+                problems.extend(fault.map(|reason| Skipped {
+                    location: String::new(),
+                    reason,
+                }));
+                let meta = progress.meta.take().unwrap_or(parse.meta);
+                (meta, parse.records.max(progress.records), problems)
+            }
+            Err(reason) => match progress.meta.take() {
+                // Rows already went to the sink: the report counts, with the failure as a problem.
+                Some(meta) => {
+                    let reason = fault.unwrap_or(reason);
+                    let problem = Skipped {
+                        location: String::new(),
+                        reason,
+                    };
+                    (meta, progress.records, vec![problem])
+                }
+                None => return Ok(Visit::Skipped(fault.unwrap_or(reason))),
+            },
+        };
+        if progress.records == 0 {
+            self.sink.begin_report(&location, &meta);
+        }
+        for problem in &mut problems {
+            problem.location = if problem.location.is_empty() {
+                location.clone()
+            } else {
+                format!("{location} > {}", problem.location)
+            };
+        }
+        let summary = ReportSummary {
+            identity: ReportIdentity {
+                org_name: meta.org_name.clone(),
+                report_id: meta.report_id.clone(),
+                policy_domain: meta.policy.domain.clone(),
+                begin: meta.begin,
+                end: meta.end,
+            },
+            location,
+            schema: meta.schema,
+            records,
+            rows: progress.rows,
+            excluded: progress.excluded,
+            problems,
+        };
+        self.sink.end_report(&summary);
+        self.reports.push(summary);
+        Ok(Visit::Used)
+    }
 }
