@@ -278,8 +278,10 @@ fn collect_inputs(
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
+        // Markdown (a README or NOTICE next to sample reports) is never a mail.
         if name.starts_with('.')
             || name.ends_with(TMP_SUFFIX)
+            || name.ends_with(".md")
             || exclude.iter().any(|x| same_path(x, &path))
         {
             continue;
@@ -371,6 +373,7 @@ mod tests {
         fs::write(root.join("maildir/new/2"), "b").unwrap();
         fs::write(root.join("maildir/tmp/3"), "c").unwrap();
         fs::write(root.join(".hidden"), "d").unwrap();
+        fs::write(root.join("README.md"), "notes").unwrap();
         fs::write(root.join("out/x"), "e").unwrap();
         fs::write(root.join("r 1.xml"), "f").unwrap();
         let q = DirQueue::new(root, "in", &[root.join("out")]).unwrap();

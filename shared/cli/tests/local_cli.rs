@@ -1,0 +1,183 @@
+//! `dmarc-tsv local` as a user runs it: the binary on a folder, twice, with and without --move.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn local(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dmarc-tsv"))
+        .arg("local")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("DMARC_FAILPOINT")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run dmarc-tsv")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Relative paths of every file under `dir`, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn rows(out: &Path, ext: &str) -> Vec<String> {
+    let mut rows = Vec::new();
+    for f in tree(&out.join("dmarc")) {
+        assert!(f.ends_with(&format!(".{ext}.gz")), "{f}");
+        let bytes = std::fs::read(out.join("dmarc").join(&f)).unwrap();
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        rows.extend(text.lines().map(str::to_string));
+    }
+    rows.sort();
+    rows
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for f in tree(from) {
+        let dest = to.join(&f);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&f), dest).unwrap();
+    }
+}
+
+#[test]
+fn local_on_the_samples_twice_writes_each_row_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let samples = repo().join("samples");
+    let before = tree(&samples);
+    let args = [
+        "--input",
+        samples.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    let first = local(tmp.path(), &args);
+    let err = stderr(&first);
+    assert!(first.status.success(), "{err}");
+    assert!(
+        err.contains("quarantined broken-zip-attachment.eml:"),
+        "{err}"
+    );
+    assert!(err.contains("files written"), "{err}");
+    assert!(!err.contains("NOTICE.md"), "notes are not inputs: {err}");
+    assert!(err.contains("zcat "), "{err}");
+    let rows1 = rows(&out, "tsv");
+    assert!(rows1.len() >= 40, "{}", rows1.len());
+    // Every row has every column; partitions are dates.
+    let columns = dmarc_tsv_core::columns::COLUMNS.len();
+    assert!(rows1.iter().all(|r| r.split('\t').count() == columns));
+    assert!(
+        tree(&out.join("dmarc"))
+            .iter()
+            .all(|f| f.starts_with("dt=") && f.contains("/part-"))
+    );
+    let quarantine = tree(&out.join("quarantine"));
+    assert!(
+        quarantine
+            .iter()
+            .any(|f| f.ends_with("/broken-zip-attachment.eml"))
+    );
+    assert!(
+        quarantine
+            .iter()
+            .any(|f| f.ends_with("/broken-zip-attachment.eml.reason.json"))
+    );
+    assert!(tree(&out.join("staging")).is_empty());
+    assert_eq!(tree(&samples), before, "inputs stay without --move");
+
+    let second = local(tmp.path(), &args);
+    let err2 = stderr(&second);
+    assert!(second.status.success(), "{err2}");
+    assert!(err2.contains("files written 0 (0 rows)"), "{err2}");
+    assert_eq!(rows(&out, "tsv"), rows1);
+}
+
+#[test]
+fn the_default_input_is_the_samples_folder_of_the_current_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = local(&repo(), &["--output", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!rows(&out, "tsv").is_empty());
+
+    let o = local(tmp.path(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--input"), "{}", stderr(&o));
+    assert!(!tmp.path().join("dmarc-output").join("dmarc").exists());
+}
+
+#[test]
+fn move_empties_the_input_into_dated_folders_and_csv_is_available() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let archive = tmp.path().join("archive");
+    let out = tmp.path().join("out");
+    copy_dir(&repo().join("samples"), &input.join("nested dir"));
+    let o = local(
+        tmp.path(),
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--move",
+            archive.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--maxrecords",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Only the notes file (never an input) stays; the broken mail is in quarantine.
+    assert_eq!(tree(&input), ["nested dir/NOTICE.md"]);
+    let moved = tree(&archive);
+    assert!(!moved.is_empty());
+    assert!(
+        moved
+            .iter()
+            .all(|f| f.len() > 9 && f.as_bytes()[8] == b'/' && f[9..].starts_with("nested dir/")),
+        "{moved:?}"
+    );
+    assert!(!moved.iter().any(|f| f.contains("broken-zip")));
+    let csv = rows(&out, "csv");
+    assert!(csv.iter().any(|r| r.starts_with("dmarc_report_to,")));
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = local(tmp.path(), &["--maxrecords", "0", "--input", "."]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("maxrecords"), "{}", stderr(&o));
+    let o = local(tmp.path(), &["--format", "xlsx"]);
+    assert_eq!(o.status.code(), Some(2));
+}
