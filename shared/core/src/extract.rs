@@ -349,6 +349,13 @@ impl Meter {
         attachment.min(mail)
     }
 
+    /// The mail budget was already passed by an earlier stream.
+    fn mail_exhausted(&self) -> Option<SkipReason> {
+        let used = self.mail_used.get();
+        (used > self.max_mail)
+            .then(|| limit_exceeded("max_mail_decompressed_bytes", used, self.max_mail))
+    }
+
     /// Counts `n` produced bytes; the limit passed, if one was.
     fn add(&self, n: u64) -> Option<SkipReason> {
         let attachment = self.attachment_used.get().saturating_add(n);
@@ -408,6 +415,11 @@ struct Metered<'m, R> {
 
 impl<R: Read> Read for Metered<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(reason) = self.meter.mail_exhausted() {
+            // An earlier attachment used the whole mail budget: refuse without reading.
+            self.meter.record(reason);
+            return Err(io::Error::other(LimitHit));
+        }
         // Ask for at most one byte more than allowed: enough to know the limit is passed,
         // whatever size the container claims.
         let allowed = self.meter.room().saturating_add(1);
