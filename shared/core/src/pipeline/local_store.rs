@@ -119,13 +119,13 @@ impl LocalStore {
                 });
             } else if meta.file_type().is_symlink() && key.starts_with(prefix) {
                 // A symlink to a file is an object; to a folder it is skipped (no cycles).
-                if let Ok(target) = fs::metadata(entry.path()) {
-                    if target.is_file() {
-                        out.push(ObjectInfo {
-                            key,
-                            size: target.len(),
-                        });
-                    }
+                if let Ok(target) = fs::metadata(entry.path())
+                    && target.is_file()
+                {
+                    out.push(ObjectInfo {
+                        key,
+                        size: target.len(),
+                    });
                 }
             }
         }

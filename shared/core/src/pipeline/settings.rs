@@ -303,20 +303,28 @@ mod tests {
 
     #[test]
     fn validation_names_the_setting_and_its_range() {
-        let mut s = Settings::default();
-        s.pollmessages = 11;
+        let s = Settings {
+            pollmessages: 11,
+            ..Settings::default()
+        };
         let e = s.validate().unwrap_err();
         assert_eq!(e.setting, "pollmessages");
         assert!(e.to_string().contains("from 1 to 10"), "{e}");
         assert!(e.to_string().contains("DMARC_POLLMESSAGES"), "{e}");
-        let mut s = Settings::default();
-        s.emptypolls = 0;
+        let s = Settings {
+            emptypolls: 0,
+            ..Settings::default()
+        };
         assert_eq!(s.validate().unwrap_err().setting, "emptypolls");
-        let mut s = Settings::default();
-        s.stagingprefix = "dmarc/staging/".into();
+        let s = Settings {
+            stagingprefix: "dmarc/staging/".into(),
+            ..Settings::default()
+        };
         assert_eq!(s.validate().unwrap_err().setting, "stagingprefix");
-        let mut s = Settings::default();
-        s.outputprefix = "out".into();
+        let s = Settings {
+            outputprefix: "out".into(),
+            ..Settings::default()
+        };
         assert_eq!(s.validate().unwrap_err().setting, "outputprefix");
     }
 
