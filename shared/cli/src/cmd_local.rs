@@ -90,6 +90,14 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
     hooks.finish();
     let summary = result.with_context(|| format!("processing {}", input.display()))?;
     print_summary(&args, &input, &summary)?;
+    if summary.stage.left_for_retry > 0 {
+        eprintln!(
+            "dmarc-tsv local: {} input(s) could not be read (see the warnings above); run again \
+             once fixed",
+            summary.stage.left_for_retry
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -262,13 +270,6 @@ fn print_summary(args: &Args, input: &Path, s: &RunSummary) -> anyhow::Result<()
     }
     if let Some(dir) = &args.move_dir {
         writeln!(e, "  moved {} inputs to {}", s.archive.moved, dir.display())?;
-    }
-    if s.stage.ignored + s.stage.foreign + s.stage.left_for_retry > 0 {
-        writeln!(
-            e,
-            "  inputs not read: {}",
-            s.stage.foreign + s.stage.left_for_retry
-        )?;
     }
     writeln!(e, "  time {:.2}s", s.elapsed.as_secs_f64())?;
     let ext = args.format.extension();

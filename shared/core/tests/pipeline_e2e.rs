@@ -96,7 +96,7 @@ fn stage_writes_staged_rows_and_ledgers_and_quarantines_then_compaction_and_arch
     assert!(!staged.is_empty());
     assert_eq!(files(root, "staging/ledger/").len(), 3);
     // Quarantine: the mail and its reason, and the original is gone.
-    let day = yyyymmdd(p.run_time);
+    let day = yyyymmdd(p.now());
     for name in BROKEN {
         let q = format!("quarantine/{day}/{name}");
         assert!(root.join(&q).is_file(), "{q}");

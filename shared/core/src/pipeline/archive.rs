@@ -69,7 +69,7 @@ fn all_consumed(p: &Pipeline, ledger: &Ledger) -> Result<bool, PipelineError> {
 /// Moves one mail; `Ok(false)` when it was already moved (or is gone).
 fn move_mail(p: &Pipeline, mail: &MailRef) -> Result<bool, PipelineError> {
     let source = p.mail_store(&mail.bucket)?;
-    let target = archive_key(&p.settings.move_prefix, &yyyymmdd(p.run_time), &mail.key);
+    let target = archive_key(&p.settings.move_prefix, &yyyymmdd(p.now()), &mail.key);
     let copied = match &p.move_store {
         // Another store (local `--move DIR`): read and write.
         Some(dest) => match retry(&p.retry, "get mail to move", || source.get(&mail.key))? {

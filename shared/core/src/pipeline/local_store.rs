@@ -286,7 +286,14 @@ fn collect_inputs(
         {
             continue;
         }
-        let meta = fs::metadata(&path)?;
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                // A dangling symlink or a file that vanished: say so, do not fail the listing.
+                tracing::warn!(path = %path.display(), "input skipped: {e}");
+                continue;
+            }
+        };
         let key = format!("{rel}{name}");
         if entry.file_type()?.is_dir() {
             if !(is_maildir && name == "tmp") {
@@ -376,6 +383,8 @@ mod tests {
         fs::write(root.join("README.md"), "notes").unwrap();
         fs::write(root.join("out/x"), "e").unwrap();
         fs::write(root.join("r 1.xml"), "f").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
         let q = DirQueue::new(root, "in", &[root.join("out")]).unwrap();
         assert_eq!(q.total(), 3);
         let opts = ReceiveOptions {

@@ -76,8 +76,9 @@ pub struct Pipeline {
     pub quarantine_removes_source: bool,
     pub retry: RetryPolicy,
     pub hooks: Arc<dyn Hooks>,
-    /// Seconds since the epoch used for dated folders (archive, quarantine): the run's start.
-    pub run_time: i64,
+    /// Fixed time (seconds since the epoch) for dated folders (archive, quarantine); `None` = the
+    /// current time at each use (a warm Lambda lives across days).
+    pub fixed_time: Option<i64>,
 }
 
 impl Pipeline {
@@ -97,7 +98,7 @@ impl Pipeline {
             quarantine_removes_source: true,
             retry: RetryPolicy::default(),
             hooks: Arc::new(NoHooks),
-            run_time: now_secs(),
+            fixed_time: None,
         })
     }
 
@@ -125,6 +126,11 @@ impl Pipeline {
     pub fn with_quarantine_removes_source(mut self, remove: bool) -> Pipeline {
         self.quarantine_removes_source = remove;
         self
+    }
+
+    /// Seconds since the epoch for dated folders.
+    pub fn now(&self) -> i64 {
+        self.fixed_time.unwrap_or_else(now_secs)
     }
 
     /// Whether archiving moves mails (a `-move` prefix or a move store is configured).

@@ -253,14 +253,15 @@ fn quarantine(
     reasons: &[Skipped],
     summary: &mut StageSummary,
 ) -> Result<(), PipelineError> {
-    let day = yyyymmdd(p.run_time);
+    let now = p.now();
+    let day = yyyymmdd(now);
     let code = reasons
         .first()
         .map(|s| s.reason.code().to_string())
         .unwrap_or_else(|| "no_report".into());
     let sidecar = QuarantineReason {
         mail: mail.clone(),
-        quarantined_at: crate::model::utc_datetime(p.run_time),
+        quarantined_at: crate::model::utc_datetime(now),
         code: code.clone(),
         reasons: reasons.to_vec(),
     };
