@@ -58,6 +58,8 @@ pub fn sniff(prefix: &[u8]) -> Kind {
         [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => return Kind::Zip,
         [0x1f, 0x8b, ..] => return Kind::Gzip,
         [0x78, flg, ..] if is_zlib_header(0x78, *flg) => return Kind::Zlib,
+        // UTF-16 XML (byte order mark, or `<` as a 16-bit unit): the XML parser transcodes it.
+        [0xFF, 0xFE, ..] | [0xFE, 0xFF, ..] | [b'<', 0, ..] | [0, b'<', ..] => return Kind::Xml,
         _ => {}
     }
     let text = prefix.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(prefix);
@@ -232,6 +234,24 @@ fn parse_message(bytes: &[u8]) -> Option<Message<'_>> {
     std::panic::catch_unwind(|| MessageParser::default().parse(bytes))
         .ok()
         .flatten()
+}
+
+/// The first To address of a mail from its headers alone (cheap: the body is not parsed);
+/// `unknown` when there is none, empty for a bare report file.
+pub fn report_to(bytes: &[u8], limits: &Limits) -> String {
+    if is_bare_report(bytes) {
+        return String::new();
+    }
+    if bytes.len() as u64 > limits.max_mail_bytes {
+        return "unknown".to_string();
+    }
+    std::panic::catch_unwind(|| MessageParser::default().parse_headers(bytes))
+        .ok()
+        .flatten()
+        .map_or_else(
+            || "unknown".to_string(),
+            |message| first_to_address(&message),
+        )
 }
 
 fn first_to_address(message: &Message<'_>) -> String {
@@ -989,6 +1009,8 @@ mod tests {
         assert_eq!(sniff(b"unused"), Kind::Other);
         assert_eq!(sniff(b" \r\n"), Kind::Empty);
         assert_eq!(sniff(b""), Kind::Empty);
+        assert_eq!(sniff(b"\xFF\xFE<\0?\0x\0"), Kind::Xml);
+        assert_eq!(sniff(b"<\0f\0"), Kind::Xml);
     }
 
     #[test]

@@ -81,13 +81,9 @@ pub fn parse_mail_with_stats(
     opts: &ParseOptions,
     sink: &mut dyn ReportSink,
 ) -> Result<(MailOutcome, ExtractStats), MailError> {
-    // The first To address is only known once the headers are parsed, but rows need it from the
-    // first record: read it up front (headers only, cheap) unless the bytes are a bare file.
-    let report_to = if extract::is_bare_report(bytes) {
-        String::new()
-    } else {
-        header_report_to(bytes, opts.limits.max_mail_bytes)
-    };
+    // Rows need the first To address from the first record on, before the walk reaches any
+    // report: read it from the headers up front.
+    let report_to = extract::report_to(bytes, &opts.limits);
     let mail = MailInfo {
         report_to,
         source_key: source_key.into(),
@@ -109,27 +105,6 @@ pub fn parse_mail_with_stats(
         skipped: extraction.skipped,
     };
     Ok((outcome, extraction.stats))
-}
-
-/// The first To address from the headers alone; `unknown` when there is none or when the mail is
-/// too large to be read at all.
-fn header_report_to(bytes: &[u8], max_mail_bytes: u64) -> String {
-    if bytes.len() as u64 > max_mail_bytes {
-        return "unknown".into();
-    }
-    let parsed =
-        std::panic::catch_unwind(|| mail_parser::MessageParser::default().parse_headers(bytes));
-    parsed
-        .ok()
-        .flatten()
-        .and_then(|message| {
-            message
-                .to()
-                .and_then(|to| to.iter().find_map(|addr| addr.address()))
-                .map(|addr| addr.trim().to_string())
-        })
-        .filter(|addr| !addr.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Turns every XML document the extraction finds into rows for the sink.

@@ -558,3 +558,32 @@ fn bad_base64_is_named() {
     assert!(found.is_empty());
     assert_eq!(codes(&ex), ["not_a_report"]);
 }
+
+#[test]
+fn xml_text_body_of_an_attached_message_keeps_its_bytes() {
+    let inner = single_part(&Part::text("text/xml", &report_xml("inner", 1)));
+    let outer = multipart(&[Part::text("text/plain", "Fwd."), attached_message(&inner)]);
+    let (_, found) = collect(&crlf(&outer));
+    let doc = only_doc(&found);
+    assert_eq!(doc.location, "part 2 \"forwarded.eml\" > body (text/xml)");
+    let expected = report_xml("inner", 1).replace('\n', "\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&doc.bytes).trim_end(),
+        expected.trim_end()
+    );
+}
+
+#[test]
+fn utf16_xml_attachment_is_a_document() {
+    let mut utf16 = vec![0xFF, 0xFE];
+    for unit in report_xml("u16", 1).encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    let mail = multipart(&[Part::attachment(
+        "application/gzip",
+        "r.xml.gz",
+        &gzip(&utf16),
+    )]);
+    let (_, found) = collect(mail.as_bytes());
+    assert_eq!(only_doc(&found).bytes, utf16);
+}

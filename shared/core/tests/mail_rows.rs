@@ -316,3 +316,31 @@ fn stats_count_decompressed_bytes() {
         (gzip(xml.as_bytes()).len() + xml.len()) as u64
     );
 }
+
+#[test]
+fn declared_encodings_survive_the_mime_layer() {
+    // windows-1252 XML in an 8bit text part: the parser gets the original bytes and decodes them.
+    let xml = report_xml("w", 1)
+        .replace("UTF-8", "windows-1252")
+        .replace("crafted.example</org_name>", "Soci\u{e9}t\u{e9}</org_name>");
+    let (cp1252, _, _) = encoding_rs::WINDOWS_1252.encode(&xml);
+    let mut mail = headers("dmarc@example.com").into_bytes();
+    mail.extend_from_slice(b"Content-Type: text/xml\nContent-Transfer-Encoding: 8bit\n\n");
+    mail.extend_from_slice(&cp1252);
+    let (outcome, sink) = run(&mail, &ParseOptions::default());
+    assert_eq!(outcome.reports[0].identity.org_name, "Soci\u{e9}t\u{e9}");
+    assert_eq!(sink.rows.len(), 1);
+
+    // UTF-16 with a byte order mark, gzipped.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for unit in report_xml("u16", 2).encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    let mail = multipart(&[Part::attachment(
+        "application/gzip",
+        "r.xml.gz",
+        &gzip(&utf16),
+    )]);
+    let (outcome, _) = run(mail.as_bytes(), &ParseOptions::default());
+    assert_eq!(outcome.rows(), 2, "{:?}", outcome.skipped);
+}
