@@ -185,47 +185,30 @@ pub fn extract(
         candidates: 0,
         documents: 0,
     };
-    let report_to = if bare_file {
-        String::new()
-    } else {
-        "unknown".to_string()
-    };
-    let mut extraction = Extraction {
-        bare_file,
-        report_to,
-        ..Default::default()
-    };
     let size = bytes.len() as u64;
-    if size > limits.max_mail_bytes {
-        walker.skip(
-            "",
-            limit_exceeded("max_mail_bytes", size, limits.max_mail_bytes),
-        );
+    let report_to = if size > limits.max_mail_bytes {
+        let reason = limit_exceeded("max_mail_bytes", size, limits.max_mail_bytes);
+        walker.skip("", reason);
+        if bare_file {
+            String::new()
+        } else {
+            "unknown".to_string()
+        }
     } else if bare_file {
         walker.payload(bytes, "file", &Hints::default(), 0)?;
+        String::new()
     } else {
-        match parse_message(bytes) {
-            Some(message) => {
-                extraction.report_to = first_to_address(&message);
-                walker.message(&message, "", 0)?;
-            }
-            None => walker.skip(
-                "",
-                SkipReason::NotAMail {
-                    detail: "no header found".into(),
-                },
-            ),
-        }
-        if walker.candidates == 0 && walker.skipped.is_empty() {
-            walker.skip("", SkipReason::NoAttachment);
-        }
-    }
-    extraction.stats = ExtractStats {
-        decompressed_bytes: walker.meter.mail_used.get(),
-        documents: walker.documents,
+        walker.mail(bytes)?
     };
-    extraction.skipped = walker.skipped;
-    Ok(extraction)
+    Ok(Extraction {
+        bare_file,
+        report_to,
+        stats: ExtractStats {
+            decompressed_bytes: meter.mail_used.get(),
+            documents: walker.documents,
+        },
+        skipped: walker.skipped,
+    })
 }
 
 /// mail-parser is lenient and documented never to panic; a panic there would still be a bug in
@@ -550,6 +533,20 @@ impl Walker<'_> {
             return true;
         }
         false
+    }
+
+    /// Walks a whole mail; returns its first To address.
+    fn mail(&mut self, bytes: &[u8]) -> io::Result<String> {
+        let Some(message) = parse_message(bytes) else {
+            let detail = "no header found".to_string();
+            self.skip("", SkipReason::NotAMail { detail });
+            return Ok("unknown".to_string());
+        };
+        self.message(&message, "", 0)?;
+        if self.candidates == 0 && self.skipped.is_empty() {
+            self.skip("", SkipReason::NoAttachment);
+        }
+        Ok(first_to_address(&message))
     }
 
     fn message(&mut self, message: &Message<'_>, prefix: &str, depth: u32) -> io::Result<()> {
