@@ -54,7 +54,25 @@ where
         // `SdkError` is non-exhaustive: an unknown kind is treated as worth a retry.
         _ => Retry::Transient,
     };
-    (retry, DisplayErrorContext(err).to_string())
+    (retry, describe(err))
+}
+
+/// `NoSuchBucket: The specified bucket does not exist (HTTP 404)` for service errors; the whole
+/// cause chain otherwise (dispatch and timeout errors hide the useful part in their sources).
+fn describe<E>(err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match (err, err.code()) {
+        (SdkError::ServiceError(_), Some(code)) => {
+            let message = err.message().unwrap_or("no message");
+            match status_of(err) {
+                Some(status) => format!("{code}: {message} (HTTP {status})"),
+                None => format!("{code}: {message}"),
+            }
+        }
+        _ => DisplayErrorContext(err).to_string(),
+    }
 }
 
 /// HTTP status of the response, when one arrived.

@@ -57,11 +57,8 @@ impl MotoServer {
             ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
             ("AWS_ENDPOINT_URL", self.endpoint()),
             // Keep a developer's profile, SSO or IMDS out of the tests.
-            ("AWS_CONFIG_FILE", "/nonexistent-dmarc-tsv-test".to_owned()),
-            (
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent-dmarc-tsv-test".to_owned(),
-            ),
+            ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
         ]
         .into_iter()
