@@ -67,11 +67,6 @@ export interface DmarcTsvConfig {
   readonly workGroupName: string;
   readonly bytesScannedCutoffMb: number;
   readonly alarmEmail?: string;
-  /**
-   * Test-only: deploy an empty placeholder asset instead of building the Rust Lambdas with cargo-lambda.
-   * Only for synth in tests/CI where cargo-lambda (and its zig cross linker) is absent.
-   */
-  readonly placeholderCode: boolean;
 }
 
 /** Context keys with their defaults; doc/deploy.md mirrors this table. */
@@ -119,7 +114,8 @@ export const DEFAULTS = {
   workGroupName: 'dmarc-tsv',
   bytesScannedCutoffMb: 10240,
   alarmEmail: '',
-  placeholderCode: false,
+  // Read by bin/app.ts before the stack exists (it must set aws:cdk:bundling-stacks first).
+  skipBundling: false,
 } as const;
 
 export type ContextKey = keyof typeof DEFAULTS;
@@ -282,7 +278,6 @@ export function readConfig(node: Node): DmarcTsvConfig {
     workGroupName: ctx.name('workGroupName'),
     bytesScannedCutoffMb: ctx.int('bytesScannedCutoffMb', 10, 1_000_000_000),
     alarmEmail: alarmEmail === '' ? undefined : alarmEmail,
-    placeholderCode: ctx.bool('placeholderCode'),
   };
   if (config.archiveExpireDays !== 0 && config.archiveExpireDays <= config.archiveTransitionDays) {
     throw new ConfigError(

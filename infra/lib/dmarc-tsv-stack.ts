@@ -75,7 +75,6 @@ export class DmarcTsvStack extends Stack {
       environment,
       logRetentionDays: config.logRetentionDays,
       encryptionKey: this.key,
-      placeholderCode: config.placeholderCode,
     });
     this.compact = new PipelineFunction(this, 'Compact', {
       crateDir: 'lambdas/compact',
@@ -85,7 +84,6 @@ export class DmarcTsvStack extends Stack {
       environment,
       logRetentionDays: config.logRetentionDays,
       encryptionKey: this.key,
-      placeholderCode: config.placeholderCode,
     });
     grantIngest(this.ingest.function, this.storage, config.prefixes);
     grantCompact(this.compact.function, this.storage, config.prefixes);

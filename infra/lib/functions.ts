@@ -19,8 +19,6 @@ export const COMPACT_BINARY = 'dmarc-tsv-compact';
 
 /** Repository root: infra/lib/.. /.. (the Cargo workspace). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
-/** Test-only stand-in for the Rust build output (see `placeholderCode` in config.ts). */
-const PLACEHOLDER_DIR = path.join(REPO_ROOT, 'infra', 'test', 'placeholder-lambda');
 
 export interface PipelineFunctionProps {
   /** Crate directory below the repository root, e.g. `lambdas/ingest`. */
@@ -31,7 +29,6 @@ export interface PipelineFunctionProps {
   readonly environment: Record<string, string>;
   readonly logRetentionDays: number;
   readonly encryptionKey?: kms.IKey;
-  readonly placeholderCode: boolean;
 }
 
 export class PipelineFunction extends Construct {
@@ -66,20 +63,14 @@ export class PipelineFunction extends Construct {
       tracing: lambda.Tracing.ACTIVE,
       architecture: lambda.Architecture.ARM_64,
     };
-    this.function = props.placeholderCode
-      ? new lambda.Function(this, 'Function', {
-          ...common,
-          runtime: lambda.Runtime.PROVIDED_AL2023,
-          handler: 'bootstrap',
-          code: lambda.Code.fromAsset(PLACEHOLDER_DIR),
-        })
-      : new RustFunction(this, 'Function', {
-          ...common,
-          manifestPath: path.join(REPO_ROOT, props.crateDir, 'Cargo.toml'),
-          binaryName: props.binaryName,
-          runtime: 'provided.al2023',
-          bundling: { architecture: lambda.Architecture.ARM_64 },
-        });
+    // Built by cargo-lambda during synth unless bundling is skipped (context skipBundling, tests).
+    this.function = new RustFunction(this, 'Function', {
+      ...common,
+      manifestPath: path.join(REPO_ROOT, props.crateDir, 'Cargo.toml'),
+      binaryName: props.binaryName,
+      runtime: 'provided.al2023',
+      bundling: { architecture: lambda.Architecture.ARM_64 },
+    });
     Tags.of(this.function).add(FUNCTION_TAG, props.binaryName);
   }
 }

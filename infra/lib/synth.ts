@@ -1,6 +1,6 @@
 /**
  * In-process synthesis of the stack for tests and scripts: no cdk CLI, no credentials, no Rust build
- * (bundling skipped and the placeholder Lambda asset swapped in).
+ * (cargo-lambda bundling skipped: the RustFunctions synthesize, their assets are not built).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -9,10 +9,14 @@ import { App } from 'aws-cdk-lib';
 import { DmarcTsvStack, STACK_NAME } from './dmarc-tsv-stack';
 import { addNagChecks } from './nag';
 
-export const OFFLINE_CONTEXT: Record<string, unknown> = {
-  'aws:cdk:bundling-stacks': [],
-  placeholderCode: true,
-};
+export const OFFLINE_CONTEXT: Record<string, unknown> = { 'aws:cdk:bundling-stacks': [] };
+
+/** The feature flags and defaults of cdk.json, so in-process synthesis matches `cdk synth`. */
+export function cdkJsonContext(): Record<string, unknown> {
+  const file = path.resolve(__dirname, '..', '..', 'cdk.json');
+  const parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as { context?: Record<string, unknown> };
+  return parsed.context ?? {};
+}
 
 export interface Synthesized {
   readonly app: App;
@@ -22,7 +26,7 @@ export interface Synthesized {
 /** Builds the app like bin/app.ts does (including cdk-nag) with extra context; call `app.synth()` to run checks. */
 export function buildApp(context: Record<string, unknown> = {}, withNag = true): Synthesized {
   const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmarc-tsv-cdk-'));
-  const app = new App({ outdir, context: { ...OFFLINE_CONTEXT, ...context } });
+  const app = new App({ outdir, context: { ...cdkJsonContext(), ...OFFLINE_CONTEXT, ...context } });
   const stack = new DmarcTsvStack(app, STACK_NAME, {
     env: { account: '123456789012', region: 'us-east-1' },
   });

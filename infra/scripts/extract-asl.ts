@@ -17,7 +17,7 @@ import { CfnTemplate, extractAsl, taskFunctions } from '../lib/asl';
 function usage(): never {
   process.stderr.write(
     'usage: extract-asl.ts [--tasks] [TEMPLATE.json] [--state-machine LOGICAL_ID] [--context KEY=VALUE]...\n' +
-      'Without TEMPLATE, synthesizes the DmarcTsv stack in-process (placeholder Lambda code).\n',
+      'Without TEMPLATE, synthesizes the DmarcTsv stack in-process (Rust bundling skipped).\n',
   );
   process.exit(2);
 }

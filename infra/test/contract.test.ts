@@ -1,0 +1,78 @@
+/**
+ * Contracts with the Rust side: Glue columns = infra/schema/columns.json = `dmarc-tsv schema --json`
+ * (when the binary is built), named queries = doc/athena-queries.sql, cfn-lint on the template.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import { cfnLintPath, lintTemplate } from '../lib/cfn-lint';
+import { REPO_ROOT } from '../lib/functions';
+import { parseQueries, QUERIES_FILE } from '../lib/queries';
+import { loadColumns, parseColumns, SchemaError } from '../lib/schema';
+import { resourcesOfType, synth } from './helpers';
+
+describe('column contract', () => {
+  const columns = loadColumns();
+
+  it('Glue table columns equal infra/schema/columns.json (names, order, types, comments)', () => {
+    const [[, table]] = resourcesOfType(synth(), 'AWS::Glue::Table');
+    const glue = table.Properties.TableInput.StorageDescriptor.Columns as {
+      Name: string;
+      Type: string;
+      Comment: string;
+    }[];
+    assert.deepEqual(
+      glue.map((c) => [c.Name, c.Type, c.Comment]),
+      columns.map((c) => [c.name, c.type, c.comment]),
+    );
+  });
+
+  it('columns.json matches `dmarc-tsv schema --json` of the built binary', (t) => {
+    const binary = path.join(REPO_ROOT, 'target', 'debug', 'dmarc-tsv');
+    if (!fs.existsSync(binary)) {
+      t.skip('target/debug/dmarc-tsv not built; the Rust-side test keeps columns.json in sync');
+      return;
+    }
+    const run = spawnSync(binary, ['schema', '--json'], { encoding: 'utf8' });
+    if (run.status !== 0) {
+      t.skip(`dmarc-tsv schema --json failed (binary older than the schema command?): ${run.stderr.trim()}`);
+      return;
+    }
+    assert.deepEqual(parseColumns(run.stdout), columns);
+  });
+
+  it('rejects a schema file with unknown types or duplicate names', () => {
+    assert.throws(() => parseColumns('[{"name":"a","type":"varchar(3)"}]'), SchemaError);
+    assert.throws(() => parseColumns('[{"name":"a","type":"int"},{"name":"a","type":"int"}]'), SchemaError);
+    assert.throws(() => parseColumns('[]'), SchemaError);
+  });
+});
+
+describe('saved queries file', () => {
+  it('parses into named blocks with descriptions, each reading the table', () => {
+    const queries = parseQueries(fs.readFileSync(QUERIES_FILE, 'utf8'));
+    assert.ok(queries.length >= 4);
+    for (const q of queries) {
+      assert.ok(q.description.length > 0, q.name);
+      assert.ok(q.sql.endsWith(';'), q.name);
+      assert.ok(!q.sql.includes('-- name:'), q.name);
+    }
+  });
+});
+
+describe('cfn-lint', () => {
+  it('finds no errors or warnings in the full template', (t) => {
+    if (cfnLintPath() === undefined) {
+      t.skip('cfn-lint not installed (scripts/setup puts it in .venv; or set CFN_LINT)');
+      return;
+    }
+    const result = lintTemplate({
+      recipients: 'dmarc@example.com',
+      activateRuleSet: true,
+      alarmEmail: 'ops@example.com',
+    });
+    assert.equal(result.status, 0, result.output);
+  });
+});
