@@ -2,6 +2,8 @@
 //! `DMARC_LOG_FORMAT=json` (for log shippers). `-verbose` means debug level; `RUST_LOG`, when set,
 //! overrides the level entirely (e.g. `RUST_LOG=dmarc_tsv_core=trace,aws_config=warn`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Our crates log at the chosen level; the AWS SDK stays at warn unless asked, as its debug
@@ -27,6 +29,10 @@ pub fn init(verbose: bool) {
     let _ = if json {
         builder.json().with_current_span(false).try_init()
     } else {
-        builder.with_target(false).try_init()
+        builder
+            .with_target(false)
+            // Colours only for a person watching; cron mail and log files get plain text.
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
 }

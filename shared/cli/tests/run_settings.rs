@@ -211,3 +211,33 @@ fn unknown_flags_and_stray_arguments_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("unexpected argument \"extra\""));
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let args = required_flags_except("");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let env = [
+        ("DMARC_LOG_FORMAT", "json"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_MAX_ATTEMPTS", "1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let output = run(&args, &env);
+    let log = stderr(&output);
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log at all");
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.get("level").is_some(), "{line}");
+    }
+    assert!(
+        log.contains("\"ERROR\""),
+        "the failure is logged as an error: {log}"
+    );
+}
