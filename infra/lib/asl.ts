@@ -4,7 +4,7 @@
  * Lambda ARNs become `arn:aws:lambda:us-east-1:123456789012:function:<binary name>` (the binary name comes
  * from the function's `dmarc-tsv:function` tag), which the local runner maps to local handlers.
  */
-import { FUNCTION_TAG } from './functions';
+import { FUNCTION_TAG } from './names';
 
 export const PLACEHOLDER_REGION = 'us-east-1';
 export const PLACEHOLDER_ACCOUNT = '123456789012';

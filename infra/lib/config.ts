@@ -120,6 +120,11 @@ export const DEFAULTS = {
 
 export type ContextKey = keyof typeof DEFAULTS;
 
+/** The retention periods CloudWatch Logs accepts. */
+const LOG_RETENTION_DAYS = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+];
+
 export class ConfigError extends Error {}
 
 /** Reads context values that may arrive as strings (`-c x=5`) or JSON values (cdk.json). */
@@ -154,6 +159,13 @@ class ContextReader {
         `context ${key}: expected an integer in ${min}..${max}, got ${JSON.stringify(value)}`,
       );
     }
+    return n;
+  }
+
+  oneOfInts(key: ContextKey, allowed: number[]): number {
+    const n = this.int(key, Math.min(...allowed), Math.max(...allowed));
+    if (!allowed.includes(n))
+      throw new ConfigError(`context ${key}: expected one of ${allowed.join(', ')}, got ${n}`);
     return n;
   }
 
@@ -261,7 +273,7 @@ export function readConfig(node: Node): DmarcTsvConfig {
     sqsProcessingTimeSeconds: ctx.int('sqsProcessingTimeSeconds', 60, 43200),
     ingest,
     compact,
-    logRetentionDays: ctx.int('logRetentionDays', 1, 3653),
+    logRetentionDays: ctx.oneOfInts('logRetentionDays', LOG_RETENTION_DAYS),
     maxRecords: ctx.int('maxRecords', 1, 1_000_000),
     pollMessages: ctx.int('pollMessages', 1, 10),
     compactRows: ctx.int('compactRows', 1, 100_000_000),

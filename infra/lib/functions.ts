@@ -11,11 +11,9 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
 import { FunctionSizing } from './config';
+import { FUNCTION_TAG } from './names';
 
-/** Tag on each function naming its binary; scripts/extract-asl.ts maps Task ARNs through it. */
-export const FUNCTION_TAG = 'dmarc-tsv:function';
-export const INGEST_BINARY = 'dmarc-tsv-ingest';
-export const COMPACT_BINARY = 'dmarc-tsv-compact';
+export { COMPACT_BINARY, FUNCTION_TAG, INGEST_BINARY } from './names';
 
 /** Repository root: infra/lib/.. /.. (the Cargo workspace). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { cfnLintPath, lintTemplate } from '../lib/cfn-lint';
+import { DEFAULTS } from '../lib/config';
 import { REPO_ROOT } from '../lib/functions';
 import { parseQueries, QUERIES_FILE } from '../lib/queries';
 import { loadColumns, parseColumns, SchemaError } from '../lib/schema';
@@ -74,5 +75,17 @@ describe('cfn-lint', () => {
       alarmEmail: 'ops@example.com',
     });
     assert.equal(result.status, 0, result.output);
+  });
+});
+
+describe('doc/deploy.md', () => {
+  it('documents every context key with its default', () => {
+    const doc = fs.readFileSync(path.join(REPO_ROOT, 'doc', 'deploy.md'), 'utf8');
+    for (const [key, value] of Object.entries(DEFAULTS)) {
+      const row = doc.split('\n').find((line) => line.startsWith(`| \`${key}\` |`));
+      assert.ok(row, `context key ${key} missing from doc/deploy.md`);
+      const shown = value === '' ? '(none)' : `\`${String(value)}\``;
+      assert.ok(row.includes(`| ${shown} |`), `doc/deploy.md shows a different default for ${key}: ${row}`);
+    }
   });
 });
