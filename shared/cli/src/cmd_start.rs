@@ -193,7 +193,8 @@ fn pretty_json(text: &str) -> String {
         .unwrap_or_else(|_| text.to_owned())
 }
 
-/// `: mails=3 reports=4 rows=10 files=1 quarantined=1` from the counters the output has.
+/// `: mails=3 reports=4 rows=10 outputRows=9 files=1 …` from the counters the output has (the
+/// stack's `Result` state: see `TOTAL_FIELDS` in infra/lib/workflow.ts).
 fn summary_line(output: &str) -> String {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(output)
     else {
@@ -203,9 +204,12 @@ fn summary_line(output: &str) -> String {
         "mails",
         "reports",
         "rows",
+        "outputRows",
         "files",
         "duplicates",
         "quarantined",
+        "moved",
+        "ignored",
     ]
     .iter()
     .filter_map(|key| {

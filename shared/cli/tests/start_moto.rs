@@ -14,13 +14,14 @@ use tokio::runtime::Runtime;
 const BIN: &str = env!("CARGO_BIN_EXE_dmarc-tsv");
 const ROLE: &str = "arn:aws:iam::123456789012:role/dmarc-tsv-states";
 
-/// What the real state machine's final state returns, here produced by a Pass state.
+/// The shape of the deployed machine's `Result` state (infra/lib/workflow.ts), from a Pass state.
 const SUCCEEDING: &str = r#"{
   "StartAt": "Ingest",
   "States": {
     "Ingest": {
       "Type": "Pass",
-      "Result": {"mails": 3, "reports": 4, "rows": 10, "files": 1, "quarantined": 1},
+      "Result": {"mails": 3, "reports": 4, "rows": 10, "quarantined": 1, "ignored": 1,
+                 "files": 1, "outputRows": 9, "duplicates": 1, "moved": 2, "ingestRounds": 1},
       "Next": "Done"
     },
     "Done": {"Type": "Succeed"}
@@ -148,7 +149,7 @@ fn start_follows_a_succeeding_execution_and_prints_its_summary() {
     assert_eq!(summary["quarantined"], 1);
     assert!(stderr.contains("SUCCEEDED"), "{stderr}");
     assert!(
-        stderr.contains("mails=3 reports=4 rows=10 files=1 quarantined=1"),
+        stderr.contains("mails=3 reports=4 rows=10 outputRows=9 files=1 duplicates=1 quarantined=1 moved=2 ignored=1"),
         "{stderr}"
     );
     assert_eq!(aws.executions(&arn), 1);
