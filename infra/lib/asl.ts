@@ -47,20 +47,20 @@ export function extractAsl(template: CfnTemplate, logicalId?: string): Record<st
   const props = resource.Properties ?? {};
   const raw = props.DefinitionString ?? props.Definition;
   if (raw === undefined) throw new AslExtractionError(`${id} has no DefinitionString`);
-  let text =
+  // DefinitionSubstitutions fill `${name}` in the definition (and take precedence in an Fn::Sub).
+  const substitutions: Record<string, string> = {};
+  const subs = props.DefinitionSubstitutions;
+  if (subs && typeof subs === 'object' && !Array.isArray(subs)) {
+    for (const [key, value] of Object.entries(subs)) substitutions[key] = resolveToString(template, value);
+  }
+  const isLiteralObject =
     typeof raw === 'object' &&
     raw !== null &&
     !Array.isArray(raw) &&
     !('Fn::Join' in raw) &&
-    !('Fn::Sub' in raw)
-      ? JSON.stringify(raw)
-      : resolveToString(template, raw);
-  const substitutions = props.DefinitionSubstitutions;
-  if (substitutions && typeof substitutions === 'object' && !Array.isArray(substitutions)) {
-    for (const [key, value] of Object.entries(substitutions)) {
-      text = text.split('${' + key + '}').join(resolveToString(template, value));
-    }
-  }
+    !('Fn::Sub' in raw);
+  let text = isLiteralObject ? JSON.stringify(raw) : resolveToString(template, raw, substitutions);
+  for (const [key, value] of Object.entries(substitutions)) text = text.split('${' + key + '}').join(value);
   try {
     return JSON.parse(text) as Record<string, unknown>;
   } catch (e) {
@@ -71,14 +71,18 @@ export function extractAsl(template: CfnTemplate, logicalId?: string): Record<st
 }
 
 /** Resolves the CloudFormation intrinsics CDK emits in definitions to placeholder strings. */
-export function resolveToString(template: CfnTemplate, value: Json): string {
+export function resolveToString(
+  template: CfnTemplate,
+  value: Json,
+  variables: Record<string, string> = {},
+): string {
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   if (value === null || Array.isArray(value))
     throw new AslExtractionError(`cannot resolve ${JSON.stringify(value)}`);
   if ('Fn::Join' in value) {
     const [sep, parts] = value['Fn::Join'] as [string, Json[]];
-    return parts.map((p) => resolveToString(template, p)).join(sep);
+    return parts.map((p) => resolveToString(template, p, variables)).join(sep);
   }
   if ('Ref' in value) return resolveRef(template, String(value.Ref));
   if ('Fn::GetAtt' in value) {
@@ -88,6 +92,7 @@ export function resolveToString(template: CfnTemplate, value: Json): string {
   }
   if ('Fn::Sub' in value && typeof value['Fn::Sub'] === 'string') {
     return value['Fn::Sub'].replace(/\$\{([^}!]+)\}/g, (_, name: string) => {
+      if (name in variables) return variables[name];
       const [id, attribute] = name.split('.', 2);
       return attribute === undefined ? resolveRef(template, id) : resolveGetAtt(template, id, attribute);
     });
