@@ -7,6 +7,7 @@
 //! exists, because staged objects are only deleted after the manifest).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::BufWriter;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +17,7 @@ use super::events::MailRef;
 use super::failpoint::hit;
 use super::layout::{hash_parts, is_partition, partition_of};
 use super::retry::retry;
-use super::staged::{StagedHeader, StagedReader, deterministic_gzip};
+use super::staged::{StagedHeader, StagedReader, WRITE_BUFFER, deterministic_gzip};
 use super::summary::{CompactSummary, PlanSummary};
 use crate::writer::{CsvWriter, Format, RowWriter, TsvWriter};
 
@@ -382,18 +383,22 @@ fn build_output(
     rows: &mut RowCursor<'_>,
 ) -> Result<Vec<u8>, PipelineError> {
     let io = |e: std::io::Error| PipelineError::Permanent(format!("writing {}: {e}", file.key));
-    match format {
+    // Buffered: writers emit one small write per field, which the gzip encoder handles slowly.
+    let gz = BufWriter::with_capacity(WRITE_BUFFER, deterministic_gzip());
+    let buffered = match format {
         Format::Tsv => {
-            let mut w = TsvWriter::new(deterministic_gzip());
+            let mut w = TsvWriter::new(gz);
             copy_rows(file, rows, &mut w)?;
-            w.into_inner().finish().map_err(io)
+            w.into_inner()
         }
         Format::Csv => {
-            let mut w = CsvWriter::new(deterministic_gzip()).map_err(io)?;
+            let mut w = CsvWriter::new(gz).map_err(io)?;
             copy_rows(file, rows, &mut w)?;
-            w.into_inner().map_err(io)?.finish().map_err(io)
+            w.into_inner().map_err(io)?
         }
-    }
+    };
+    let encoder = buffered.into_inner().map_err(|e| io(e.into_error()))?;
+    encoder.finish().map_err(io)
 }
 
 fn copy_rows(

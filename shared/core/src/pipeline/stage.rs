@@ -12,13 +12,13 @@ use super::failpoint::hit;
 use super::layout::{hash_parts, yyyymmdd};
 use super::queue::{Message, Queue, ReceiveOptions};
 use super::retry::retry;
-use super::staged::{StagedBuilder, StagedReport, assemble};
+use super::staged::StagedBuilder;
 use super::store::ObjectStore;
 use super::summary::StageSummary;
 use crate::columns::COLUMNS;
 use crate::error::Skipped;
 use crate::mail::{ReportSink, parse_mail};
-use crate::model::{ReportIdentity, ReportMeta, ReportSummary, RowView, utc_date};
+use crate::model::{ReportIdentity, ReportMeta, ReportSummary, RowView};
 
 /// What became of one mail, as recorded in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,8 +125,8 @@ pub fn ingest_batch(
 /// Everything one batch accumulates before it is written.
 #[derive(Default)]
 struct Batch {
-    /// Row parts (complete gzip members) and reports per partition.
-    partitions: BTreeMap<String, (Vec<StagedReport>, Vec<u8>)>,
+    /// Staged rows per partition, compressed as they arrive.
+    partitions: BTreeMap<String, StagedBuilder>,
     mails: Vec<LedgerMail>,
     /// Fate of each mail already handled in this batch (a message delivered twice in one batch).
     handled: BTreeMap<(String, String), MailFate>,
@@ -165,16 +165,41 @@ fn ingest_message(
             Ok(fate) => {
                 batch.handled.insert(id, fate);
             }
-            // Storage of the mail failing (after retries) leaves the message; others go on.
-            Err(e @ (PipelineError::Transient(_) | PipelineError::Permanent(_))) => {
+            // The mail's storage failing (after retries) leaves the message; others go on.
+            Err(MailFailure::Leave(e)) => {
                 tracing::warn!(bucket = %mail.bucket, key = %mail.key, "mail left for retry: {e}");
                 all_done = false;
             }
-            Err(e) => return Err(e),
+            Err(MailFailure::Batch(e)) => return Err(e),
         }
     }
     batch.last_message_failed = !all_done;
     Ok(all_done)
+}
+
+/// Why a mail was not handled: `Leave` its message for redelivery, or fail the whole `Batch`
+/// (its staged rows may be incomplete).
+enum MailFailure {
+    Leave(PipelineError),
+    Batch(PipelineError),
+}
+
+impl From<PipelineError> for MailFailure {
+    fn from(e: PipelineError) -> Self {
+        MailFailure::Leave(e)
+    }
+}
+
+impl From<super::failpoint::FailpointError> for MailFailure {
+    fn from(e: super::failpoint::FailpointError) -> Self {
+        MailFailure::Leave(e.into())
+    }
+}
+
+impl From<super::store::StoreError> for MailFailure {
+    fn from(e: super::store::StoreError) -> Self {
+        MailFailure::Leave(e.into())
+    }
 }
 
 fn ingest_mail(
@@ -182,7 +207,7 @@ fn ingest_mail(
     mail: &MailRef,
     batch: &mut Batch,
     summary: &mut StageSummary,
-) -> Result<MailFate, PipelineError> {
+) -> Result<MailFate, MailFailure> {
     let store = p.mail_store(&mail.bucket)?;
     let bytes = retry(&p.retry, "get mail", || store.get(&mail.key))?;
     hit("stage.after_get_mail")?;
@@ -193,9 +218,16 @@ fn ingest_mail(
         return Ok(MailFate::Gone);
     };
     summary.mails += 1;
-    let mut sink = MailSink::new(mail);
-    let outcome = parse_mail(&bytes, &mail.key, &p.settings.parse_options(), &mut sink)
-        .map_err(|e| PipelineError::Transient(format!("staging rows of {}: {e}", mail.key)))?;
+    // Rows go straight into the batch's partitions (one compressor per partition, not per mail).
+    let mut sink = MailSink::new(mail, &mut batch.partitions);
+    let outcome =
+        parse_mail(&bytes, &mail.key, &p.settings.parse_options(), &mut sink).map_err(|e| {
+            MailFailure::Batch(PipelineError::Transient(format!(
+                "staging rows of {}: {e}",
+                mail.key
+            )))
+        })?;
+    let (reports, rows) = (sink.reports, sink.rows);
     if !outcome.is_usable() {
         quarantine(p, &*store, mail, &bytes, &outcome.skipped, summary)?;
         record(batch, mail, MailFate::Quarantined, 0, 0, outcome.skipped);
@@ -213,7 +245,6 @@ fn ingest_mail(
             .or_default() += 1;
         p.hooks.skipped(mail, s);
     }
-    let (reports, rows) = sink.merge_into(&mut batch.partitions)?;
     summary.reports += reports;
     summary.rows += rows;
     record(
@@ -307,9 +338,10 @@ fn write_batch(
     }
     let id = batch_id(recorded);
     let mut staged_keys = Vec::new();
-    for (partition, (reports, rows)) in std::mem::take(&mut batch.partitions) {
+    for (partition, builder) in std::mem::take(&mut batch.partitions) {
         let key = p.layout.staged_key(&partition, &id);
-        let body = assemble(&id, &partition, reports, &rows)
+        let body = builder
+            .finish(&id, &partition)
             .map_err(|e| PipelineError::Permanent(format!("building {key}: {e}")))?;
         retry(&p.retry, "put staged rows", || p.data.put(&key, &body))?;
         hit("stage.after_staged_put")?;
@@ -344,17 +376,18 @@ fn batch_id<'a>(mails: impl IntoIterator<Item = &'a MailRef>) -> String {
     hash_parts(parts, 16)
 }
 
-/// Collects one mail's rows per partition (report begin date), isolated from the batch until the
-/// mail is known to be usable.
-struct MailSink {
+/// Puts one mail's rows into the batch's partitions (report begin date), counting them.
+struct MailSink<'a> {
     mail: MailRef,
-    parts: BTreeMap<String, StagedBuilder>,
+    parts: &'a mut BTreeMap<String, StagedBuilder>,
     current: Option<String>,
     values: Vec<String>,
+    reports: u64,
+    rows: u64,
 }
 
-impl MailSink {
-    fn new(mail: &MailRef) -> Self {
+impl<'a> MailSink<'a> {
+    fn new(mail: &MailRef, parts: &'a mut BTreeMap<String, StagedBuilder>) -> Self {
         MailSink {
             mail: MailRef {
                 bucket: mail.bucket.clone(),
@@ -362,75 +395,68 @@ impl MailSink {
                 etag: None,
                 size: None,
             },
-            parts: BTreeMap::new(),
+            parts,
             current: None,
             values: Vec::with_capacity(COLUMNS.len()),
+            reports: 0,
+            rows: 0,
         }
     }
 
-    fn start(&mut self, meta: &ReportMeta) -> String {
-        let partition = utc_date(meta.begin);
-        let identity = ReportIdentity {
-            org_name: meta.org_name.clone(),
-            report_id: meta.report_id.clone(),
-            policy_domain: meta.policy.domain.clone(),
-            begin: meta.begin,
-            end: meta.end,
-        };
+    fn start(&mut self, identity: ReportIdentity) -> String {
+        let partition = identity.partition();
         self.parts
             .entry(partition.clone())
-            .or_default()
+            .or_insert_with(StagedBuilder::fast)
             .begin_report(identity, self.mail.clone());
-        self.current = Some(partition.clone());
+        self.reports += 1;
         partition
-    }
-
-    /// Appends this mail's row parts to the batch; returns (reports, rows).
-    fn merge_into(
-        self,
-        into: &mut BTreeMap<String, (Vec<StagedReport>, Vec<u8>)>,
-    ) -> Result<(u64, u64), PipelineError> {
-        let (mut reports, mut rows) = (0, 0);
-        for (partition, builder) in self.parts {
-            let (bytes, staged) = builder
-                .finish_parts()
-                .map_err(|e| PipelineError::Permanent(format!("compressing rows: {e}")))?;
-            reports += staged.len() as u64;
-            rows += staged.iter().map(|r| r.rows).sum::<u64>();
-            let entry = into.entry(partition).or_default();
-            entry.0.extend(staged);
-            entry.1.extend_from_slice(&bytes);
-        }
-        Ok((reports, rows))
     }
 }
 
-impl ReportSink for MailSink {
+fn identity_of(meta: &ReportMeta) -> ReportIdentity {
+    ReportIdentity {
+        org_name: meta.org_name.clone(),
+        report_id: meta.report_id.clone(),
+        policy_domain: meta.policy.domain.clone(),
+        begin: meta.begin,
+        end: meta.end,
+    }
+}
+
+impl ReportSink for MailSink<'_> {
     fn begin_report(&mut self, _location: &str, meta: &ReportMeta) {
-        self.start(meta);
+        self.current = Some(self.start(identity_of(meta)));
     }
 
     fn row(&mut self, row: &RowView<'_>) -> std::io::Result<()> {
         let partition = match &self.current {
             Some(p) => p.clone(),
-            None => self.start(row.meta),
+            None => {
+                let p = self.start(identity_of(row.meta));
+                self.current = Some(p.clone());
+                p
+            }
         };
         self.values.clear();
         self.values
             .extend(COLUMNS.iter().map(|c| (c.value)(row).into_owned()));
-        let builder = self.parts.entry(partition).or_default();
-        builder.push_row(self.values.iter().map(String::as_str))
+        let builder = self
+            .parts
+            .get_mut(&partition)
+            .ok_or_else(|| std::io::Error::other("row of an unknown partition"))?;
+        builder.push_row(self.values.iter().map(String::as_str))?;
+        self.rows += 1;
+        Ok(())
     }
 
     fn end_report(&mut self, summary: &ReportSummary) {
         match self.current.take().and_then(|p| self.parts.get_mut(&p)) {
             Some(builder) => builder.set_identity(summary.identity.clone()),
             // A report announced only at its end (no rows): still staged, so it is deduplicated.
-            None => self
-                .parts
-                .entry(summary.identity.partition())
-                .or_default()
-                .begin_report(summary.identity.clone(), self.mail.clone()),
+            None => {
+                self.start(summary.identity.clone());
+            }
         }
     }
 }

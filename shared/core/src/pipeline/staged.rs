@@ -6,7 +6,7 @@
 //! The header and the rows are separate gzip members (a gzip file may hold several; readers
 //! decode them as one stream): rows are compressed as they arrive, the header written last.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
@@ -19,6 +19,9 @@ use crate::columns::COLUMNS;
 use crate::model::ReportIdentity;
 
 pub const STAGED_VERSION: u32 = 1;
+
+/// Bytes gathered before each call into the gzip encoder.
+pub const WRITE_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedReport {
@@ -53,23 +56,39 @@ pub fn deterministic_gzip() -> GzEncoder<Vec<u8>> {
 /// Builds the rows part of a staged object, report by report.
 pub struct StagedBuilder {
     reports: Vec<StagedReport>,
-    rows: GzEncoder<Vec<u8>>,
+    /// Buffered: the gzip encoder is slow on many small writes.
+    rows: BufWriter<GzEncoder<Vec<u8>>>,
     line: String,
 }
 
 impl Default for StagedBuilder {
     fn default() -> Self {
-        StagedBuilder {
-            reports: Vec::new(),
-            rows: deterministic_gzip(),
-            line: String::new(),
-        }
+        Self::with_level(Compression::default())
     }
 }
 
 impl StagedBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Faster, lighter compression: staged objects live minutes, output files years.
+    pub fn fast() -> Self {
+        Self::with_level(Compression::fast())
+    }
+
+    fn with_level(level: Compression) -> Self {
+        StagedBuilder {
+            reports: Vec::new(),
+            rows: BufWriter::with_capacity(
+                WRITE_BUFFER,
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(255)
+                    .write(Vec::new(), level),
+            ),
+            line: String::new(),
+        }
     }
 
     /// Starts a report; rows pushed next belong to it.
@@ -121,7 +140,8 @@ impl StagedBuilder {
 
     /// Rows part (one or more complete gzip members) and the reports it holds.
     pub fn finish_parts(self) -> std::io::Result<(Vec<u8>, Vec<StagedReport>)> {
-        Ok((self.rows.finish()?, self.reports))
+        let encoder = self.rows.into_inner().map_err(|e| e.into_error())?;
+        Ok((encoder.finish()?, self.reports))
     }
 
     /// The complete staged object.
