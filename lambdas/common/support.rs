@@ -90,15 +90,23 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Deadlines below this (ms since the epoch, 2001-09-09) cannot be real: `cargo lambda watch`
+/// sends the function timeout itself (e.g. 600000) instead of an absolute time.
+const EARLIEST_PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
+
 /// How long the core may work in this invocation: the context deadline minus a safety margin
 /// (15 % of the remaining time, at most 30 s) so the last batch can finish and the response can be
-/// sent before Lambda kills the process. `None` deadline (0, tests, local runs) gives `fallback`.
+/// sent before Lambda kills the process. No deadline (0: tests, local runs) gives `fallback`; an
+/// implausibly small one is read as a duration from now (the local emulator's habit).
 pub fn work_budget(deadline_ms: u64, now: SystemTime, fallback: Duration) -> Duration {
-    if deadline_ms == 0 {
-        return fallback;
-    }
-    let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    let remaining = deadline.duration_since(now).unwrap_or(Duration::ZERO);
+    let remaining = match deadline_ms {
+        0 => return fallback,
+        ms if ms < EARLIEST_PLAUSIBLE_DEADLINE_MS => Duration::from_millis(ms),
+        ms => {
+            let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            deadline.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
     let margin = (remaining * 15 / 100).min(Duration::from_secs(30));
     remaining.saturating_sub(margin)
 }
@@ -217,8 +225,9 @@ mod support_tests {
 
     #[test]
     fn work_budget_keeps_a_margin_of_fifteen_percent_capped_at_thirty_seconds() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let in_ms = |secs: u64| (1_000 + secs) * 1_000;
+        let start = 1_800_000_000u64;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(start);
+        let in_ms = |secs: u64| (start + secs) * 1_000;
         // 60 s left: 15 % = 9 s margin.
         assert_eq!(
             work_budget(in_ms(60), now, Duration::ZERO),
@@ -231,8 +240,13 @@ mod support_tests {
         );
         // Past the deadline: nothing left.
         assert_eq!(
-            work_budget(500_000, now, Duration::from_secs(5)),
+            work_budget(in_ms(0) - 5_000, now, Duration::from_secs(5)),
             Duration::ZERO
+        );
+        // `cargo lambda watch` sends the timeout (600 s) instead of a time: read it as one.
+        assert_eq!(
+            work_budget(600_000, now, Duration::ZERO),
+            Duration::from_secs(570)
         );
         // No deadline at all: the fallback.
         assert_eq!(

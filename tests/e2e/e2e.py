@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,21 +91,24 @@ class Tools:
         return Tools(venv, moto, cargo_lambda, node, ROOT / "target" / "debug" / "dmarc-tsv")
 
 
+SYNTH = (
+    "const { synthTemplate } = require('./lib/synth');"
+    "process.stdout.write(JSON.stringify(synthTemplate({ recipients: 'dmarc@example.com' }), null, 1) + '\\n');"
+)
+
+
 def synth_template(out: Path) -> Path:
-    """`cdk synth` without bundling the Rust functions, like the cfn-lint layer."""
-    log("synthesizing the CDK app (no bundling)")
-    cdk = ROOT / "infra" / "node_modules" / ".bin" / "cdk"
-    run(
-        [str(cdk), "synth", "--quiet", "--output", str(out), "--context", "aws:cdk:bundling-stacks=[]",
-         "--context", "recipients=dmarc@example.com"],
-        cwd=ROOT, stdout=subprocess.DEVNULL,
-    )
-    candidates = sorted(out.glob("*.template.json"))
-    for candidate in candidates:
-        doc = json.loads(candidate.read_text())
-        if any(r.get("Type") == "AWS::StepFunctions::StateMachine" for r in doc.get("Resources", {}).values()):
-            return candidate
-    raise HarnessError(f"no template with a state machine in {out} ({[c.name for c in candidates]})")
+    """The stack's template, synthesized in-process by infra/lib/synth.ts (offline, Rust bundling
+    skipped), like the infra tests do: recent cdk CLIs refuse `--context aws:cdk:bundling-stacks=[]`."""
+    log("synthesizing the CDK app (in-process, no bundling)")
+    tsx = ROOT / "infra" / "node_modules" / ".bin" / "tsx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as f:
+        run([str(tsx), "-e", SYNTH], cwd=ROOT / "infra", stdout=f)
+    doc = json.loads(out.read_text())
+    if not any(r.get("Type") == "AWS::StepFunctions::StateMachine" for r in doc.get("Resources", {}).values()):
+        raise HarnessError(f"the synthesized template {out} has no state machine")
+    return out
 
 
 def extract_asl(template: Path, out: Path) -> Path:
@@ -117,7 +121,7 @@ def extract_asl(template: Path, out: Path) -> Path:
     with open(out, "wb") as f:
         run([str(tsx), str(script), str(template)], cwd=ROOT, stdout=f)
     validator = HERE / "node_modules" / ".bin" / "asl-validator"
-    result = subprocess.run([str(validator), "--json-definition-file", str(out)], capture_output=True, text=True)
+    result = subprocess.run([str(validator), "--json-path", str(out)], capture_output=True, text=True)
     if result.returncode != 0:
         raise HarnessError(f"asl-validator rejected the definition: {result.stdout}{result.stderr}")
     return out
@@ -189,7 +193,7 @@ class Columns:
 
 
 def parse_expected(cli: Path, mails: list[Mail], cols: Columns, scratch: Path) -> Expected:
-    """Runs `dmarc-tsv parse` on every mail (as a file named like its key's basename)."""
+    """Runs `dmarc-tsv parse` on every mail (written to a scratch file)."""
     expected = Expected(columns=len(cols.names))
     scratch.mkdir(parents=True, exist_ok=True)
     for i, mail in enumerate(mails):
@@ -202,7 +206,10 @@ def parse_expected(cli: Path, mails: list[Mail], cols: Columns, scratch: Path) -
         for row in rows:
             if len(row) != expected.columns:
                 raise HarnessError(f"parse of {mail.key}: row with {len(row)} fields, Glue table has {expected.columns}")
-        if not rows:
+        # Exit 0: the mail yielded a report (possibly with no rows); 1: none, it goes to quarantine.
+        if result.returncode == 1:
+            if rows:
+                raise HarnessError(f"parse of {mail.key} printed rows but says it yielded no report")
             expected.unusable.add(mail.key)
             continue
         expected.usable.add(mail.key)
@@ -284,30 +291,67 @@ class LocalAws:
 
 
 class Lambdas:
-    """`cargo lambda watch` serving both binaries, environment = the template's + overrides."""
+    """`cargo lambda watch` serving both binaries, environment = the template's + overrides.
+
+    When a function process dies (an `abort` failpoint exits with 86), cargo lambda watch does not
+    start a new one: the pending invoke hangs and later invokes too. Real Lambda answers the
+    invoke with `Runtime.ExitError` and starts a fresh runtime. So a monitor thread watches the
+    log and restarts the server on the same port: the pending request's connection drops (sfn.mjs
+    reports that as `Runtime.ExitError`) and the next invoke gets a fresh process.
+    """
+
+    EXITED = re.compile(r"command exited code=(\d+)")
 
     def __init__(self, tools: Tools, work: Path, name: str, env: dict[str, str]):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        env_file = work / f"{name}.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
-        process_env = dict(os.environ)
-        process_env.update(env)
-        # cargo lambda watch runs `cargo run`; keep the shared target dir and a quiet build.
-        process_env.setdefault("CARGO_TARGET_DIR", str(ROOT / "target"))
+        self.tools = tools
+        self.log_path = work / f"{name}.lambda.log"
+        self.name = name
+        self.env = dict(os.environ)
+        self.env.update(env)
+        # cargo lambda watch runs `cargo run`: keep the shared target dir.
+        self.env.setdefault("CARGO_TARGET_DIR", str(ROOT / "target"))
+        self.crashes: list[int] = []
+        self._stopping = threading.Event()
+        self._start()
+        self._monitor = threading.Thread(target=self._watch_for_crashes, daemon=True)
+        self._monitor.start()
+
+    def _start(self) -> None:
+        # Environment goes through the process (the --env-file parser rejects values with commas).
         self.service = Service(
-            f"cargo lambda watch ({name})",
-            [str(tools.cargo_lambda), "lambda", "watch", "--ignore-changes", "--quiet",
-             "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port),
-             "--concurrency", "2", "--env-file", str(env_file)],
-            work / f"{name}.lambda.log",
-            env=process_env,
+            f"cargo lambda watch ({self.name})",
+            [str(self.tools.cargo_lambda), "lambda", "watch", "--ignore-changes", "--quiet",
+             "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port), "--concurrency", "4"],
+            self.log_path,
+            env=self.env,
             cwd=ROOT,
         )
         # The Invoke API answers 404 for an unknown path once it listens.
         self.service.wait_http(f"{self.endpoint}/", timeout=120, accept_status=(200, 404, 405))
 
+    def _watch_for_crashes(self) -> None:
+        offset = 0
+        while not self._stopping.is_set():
+            time.sleep(0.2)
+            try:
+                with open(self.log_path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except OSError:
+                continue
+            offset += len(chunk)
+            codes = [int(c) for c in self.EXITED.findall(chunk.decode("utf-8", "replace"))]
+            if codes and not self._stopping.is_set():
+                self.crashes.extend(codes)
+                log(f"[{self.name}] a function process exited with {codes}: restarting cargo lambda watch")
+                self.service.stop()
+                self._start()
+
     def stop(self) -> None:
+        self._stopping.set()
+        self._monitor.join(timeout=5)
         self.service.stop()
 
 
@@ -339,6 +383,17 @@ def execute(tools: Tools, asl: Path, lambdas: Lambdas, events: Path, timeout: in
     if result.returncode == 1:
         return False, result.stderr.strip()
     raise HarnessError(f"sfn.mjs failed to run ({result.returncode}): {result.stderr.strip()}")
+
+
+def wait_for_redelivery(aws: LocalAws, url: str, timeout: int) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, in_flight = aws.queue_depth(url)
+        if in_flight == 0:
+            return
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{in_flight} messages still in flight after {timeout}s")
+        time.sleep(1)
 
 
 def invocations(events: Path) -> list[dict]:
@@ -385,13 +440,18 @@ def run_scenario(
                 break
             if not scenario.failpoint:
                 raise HarnessError(f"[{scenario.name}] execution failed without any failpoint: {output}")
+            # Like the next scheduled run: messages a crashed ingest held become visible again first.
+            wait_for_redelivery(aws, spec.queue.url, timeout=int(env["DMARC_SQSPROCESSINGTIME"]) + 30)
         seconds = time.monotonic() - started
+        crashes = list(lambdas.crashes)
     finally:
         lambdas.stop()
     if scenario.failpoint and not once_file.exists():
         raise HarnessError(f"[{scenario.name}] failpoint {scenario.failpoint} never fired: the run tested nothing")
     if not executions[-1]["ok"]:
         raise HarnessError(f"[{scenario.name}] a second execution after the crash failed too")
+    if scenario.failpoint and not scenario.failpoint.endswith(":error") and 86 not in crashes:
+        raise HarnessError(f"[{scenario.name}] the abort failpoint fired but no function process exited")
     return Outcome(executions, calls, seconds)
 
 
@@ -461,21 +521,25 @@ def check_outputs(
     extra = [i for i in by_report if i not in expected.reports]
     checks.check(not missing, f"{len(missing)} report(s) missing from the output, e.g. {missing[:3]}")
     checks.check(not extra, f"{len(extra)} unexpected report(s) in the output, e.g. {extra[:3]}")
+    # A report re-sent with different content (some real reporters do) may be kept in any of its
+    # copies: which one is the pipeline's choice (first staged), so the expected rows follow it.
     wrong = []
-    for identity, rows in by_report.items():
-        variants = expected.reports.get(identity, [])
-        if variants and not any(collections.Counter(rows) == collections.Counter(v) for v in variants):
-            wrong.append((identity, len(rows), [len(v) for v in variants]))
+    chosen: list[tuple] = []
+    for identity, variants in expected.reports.items():
+        rows = collections.Counter(by_report.get(identity, []))
+        match = next((v for v in variants if collections.Counter(v) == rows), None)
+        if match is None and identity in by_report:
+            wrong.append((identity, sum(rows.values()), [len(v) for v in variants]))
+        chosen.extend(match if match is not None else variants[0])
     checks.check(not wrong, f"{len(wrong)} report(s) with rows that no source mail gives (duplicated rows?), e.g. {wrong[:3]}")
-    total_expected = sum(len(v[0]) for v in expected.reports.values())
-    checks.check(len(actual) == total_expected or bool(wrong), f"row count {len(actual)} == expected {total_expected}")
+    checks.check(len(actual) == len(chosen), f"row count {len(actual)} == expected {len(chosen)}")
 
     source_key = cols.index.get("source_key")
     if source_key is not None:
         keys_seen = {row[source_key] for row in actual}
         known = {m.key for m in mails}
         checks.check(keys_seen <= known, f"source_key values are mail keys: {sorted(keys_seen - known)[:3]}")
-    return actual
+    return chosen
 
 
 def check_mails_and_leftovers(checks: Checks, aws: LocalAws, spec: tpl.StackSpec, env: dict[str, str], expected: Expected) -> None:
@@ -532,7 +596,7 @@ def duckdb_type(glue_type: str) -> str:
     return "VARCHAR"
 
 
-def check_duckdb(checks: Checks, spec: tpl.StackSpec, download: Path, expected: Expected, cols: Columns) -> None:
+def check_duckdb(checks: Checks, spec: tpl.StackSpec, download: Path, chosen: list[tuple], cols: Columns) -> None:
     columns = "{" + ", ".join(f"'{name}': '{duckdb_type(t)}'" for name, t in spec.glue_columns) + "}"
     files = str(download / "**" / "*.gz")
     con = duckdb.connect()
@@ -557,7 +621,7 @@ def check_duckdb(checks: Checks, spec: tpl.StackSpec, download: Path, expected: 
     want: dict[str, int] = collections.Counter()
     d, c = cols.index["disposition"], cols.index["count"]
     comparable_index = lambda i: i if "source_key" not in cols.index or i < cols.index["source_key"] else i - 1  # noqa: E731
-    for row in expected.rows():
+    for row in chosen:
         value = row[comparable_index(c)]
         want[row[comparable_index(d)]] += int(value) if value else 0
     checks.check({k: int(v) for k, v in got.items()} == dict(want), f"sum(count) by disposition: DuckDB {got} vs parse {dict(want)}")
@@ -577,7 +641,8 @@ def check_invocations(checks: Checks, outcome: Outcome, expected: Expected, clea
         duplicates = sum(b.get("duplicates", 0) for b in compact)
         checks.check(duplicates == expected.duplicates, f"compact duplicates {duplicates} == re-sent reports {expected.duplicates}")
         final = outcome.executions[-1]["output"]
-        checks.check(final.get("outputRows") == len(expected.rows()), f"execution outputRows {final.get('outputRows')} == {len(expected.rows())}")
+        rows = sum(b.get("rows", 0) for b in compact)
+        checks.check(final.get("outputRows") == rows, f"execution outputRows {final.get('outputRows')} == sum of compact rows {rows}")
     for call in ok:
         keys = set(call["body"])
         if call["name"] == INGEST:
@@ -608,6 +673,8 @@ def parse_args() -> argparse.Namespace:
                    help="comma-separated DMARC_FAILPOINT values, one crash run each ('' = none)")
     p.add_argument("--maxrecords", default="1", help="DMARC_MAXRECORDS for the run (1 = 1024-row files, so big reports span files)")
     p.add_argument("--compactrows", default="3000", help="DMARC_COMPACTROWS (small: partitions take several compaction calls)")
+    p.add_argument("--visibility", type=int, default=20,
+                   help="DMARC_SQSPROCESSINGTIME: seconds before messages of a crashed ingest are redelivered")
     p.add_argument("--timeout", type=int, default=900, help="seconds per execution")
     p.add_argument("--summary", type=Path, help="write a JSON summary (timings, invocations) here")
     return p.parse_args()
@@ -623,7 +690,7 @@ def main() -> int:
     log("building the Lambdas and the CLI (debug)")
     run(["cargo", "build", "--quiet", "-p", INGEST, "-p", COMPACT, "-p", "dmarc-tsv"], cwd=ROOT)
 
-    template_path = args.template or synth_template(work / "cdk.out")
+    template_path = args.template or synth_template(work / "DmarcTsv.template.json")
     doc = tpl.load(template_path)
     asl = extract_asl(template_path, work / "state-machine.asl.json")
     spec, resolver = tpl.stack_spec(doc)
@@ -640,6 +707,11 @@ def main() -> int:
             "AWS_EC2_METADATA_DISABLED": "true",
             "DMARC_MAXRECORDS": args.maxrecords,
             "DMARC_COMPACTROWS": args.compactrows,
+            # moto's queue is consistent at once: one short empty poll means empty (AWS needs more).
+            "DMARC_POLLTIMEOUT": "1",
+            "DMARC_EMPTYPOLLS": "1",
+            # Messages of a crashed ingest come back after this; the retry run waits for them.
+            "DMARC_SQSPROCESSINGTIME": str(args.visibility),
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),
         }
         base_env = {}
@@ -669,9 +741,9 @@ def main() -> int:
             outcome = run_scenario(scenario, tools, aws, spec, base_env, asl, mails, work, args.timeout)
             checks = Checks(scenario.name)
             download = work / "output" / scenario.name
-            check_outputs(checks, aws, spec, env, cols, expected, mails, download)
+            chosen = check_outputs(checks, aws, spec, env, cols, expected, mails, download)
             check_mails_and_leftovers(checks, aws, spec, env, expected)
-            check_duckdb(checks, spec, download, expected, cols)
+            check_duckdb(checks, spec, download, chosen, cols)
             check_invocations(checks, outcome, expected, clean=scenario.failpoint is None)
             log(f"[{scenario.name}] {checks.passed} checks passed, {len(checks.failures)} failed, "
                 f"{len(outcome.executions)} execution(s), {outcome.seconds:.1f}s")
@@ -699,7 +771,7 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except HarnessError as e:
+    except (HarnessError, tpl.TemplateError) as e:
         print(f"e2e: ERROR: {e}", file=sys.stderr)
         sys.exit(1)
     except subprocess.CalledProcessError as e:

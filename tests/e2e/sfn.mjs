@@ -20,6 +20,7 @@ if (typeof Promise.withResolvers !== 'function') {
 }
 
 import { readFileSync, appendFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 
 const { StateMachine, ExecutionError } = await import('aws-local-stepfunctions');
@@ -56,24 +57,52 @@ function lambdaError(errorType, message) {
   return error;
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /**
- * POSTs to the Invoke API of `cargo lambda watch`. A handled error comes back with the payload
- * `{errorType, errorMessage}`; a runtime that died (failpoint abort) gives no such payload, which AWS
- * reports as `Runtime.ExitError`.
+ * One POST with node:http (fetch would give up after 5 minutes without response headers, and a
+ * drain may legitimately take longer). Resolves {status, headers, text}; rejects with the socket
+ * error (its `code` says what happened).
+ */
+function post(url, body) {
+  return new Promise((resolve, reject) => {
+    const request = http.request(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      const chunks = [];
+      res.on('data', (chunk) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+/**
+ * Invokes a function through the Invoke API of `cargo lambda watch`. A handled error comes back
+ * with the payload `{errorType, errorMessage}`. A function process that dies mid-invocation
+ * (failpoint abort) makes the harness restart the server, which drops this connection: AWS reports
+ * that case as `Runtime.ExitError`, so do we. While the server restarts, connections are refused:
+ * wait for it (at most two minutes).
  */
 async function invoke(endpoint, name, payload, log) {
   const started = Date.now();
+  const url = `${endpoint}/2015-03-31/functions/${name}/invocations`;
   let response;
-  try {
-    response = await fetch(`${endpoint}/2015-03-31/functions/${name}/invocations`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(payload),
-    });
-  } catch (error) {
-    throw lambdaError('Lambda.ServiceException', `invoke ${name} failed: ${error.message}`);
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      response = await post(url, JSON.stringify(payload));
+      break;
+    } catch (error) {
+      const code = error?.code ?? '';
+      if (code === 'ECONNREFUSED' && attempt < 600) {
+        await sleep(200);
+        continue;
+      }
+      log({ name, payload, status: 0, body: `connection lost: ${code || error.message}`, ms: Date.now() - started });
+      throw lambdaError('Runtime.ExitError', `${name}: the function process exited (${code || error.message})`);
+    }
   }
-  const text = await response.text();
+  const text = response.text;
   let body = null;
   try {
     body = text.length ? JSON.parse(text) : null;
@@ -81,12 +110,12 @@ async function invoke(endpoint, name, payload, log) {
     body = null;
   }
   log({ name, payload, status: response.status, body: body ?? text, ms: Date.now() - started });
-  const functionError = response.headers.get('x-amz-function-error');
+  const functionError = response.headers['x-amz-function-error'];
   if (response.status === 200 && !functionError) return body;
   if (body && typeof body === 'object' && typeof body.errorType === 'string') {
     throw lambdaError(body.errorType, body.errorMessage ?? '');
   }
-  throw lambdaError('Runtime.ExitError', `HTTP ${response.status}: ${text.slice(0, 500)}`);
+  throw lambdaError('Lambda.ServiceException', `HTTP ${response.status}: ${text.slice(0, 500)}`);
 }
 
 function localHandlers(definition, endpoint, log) {

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REGION = "us-east-1"
+# Tag the CDK app puts on each pipeline function, naming its binary (= the name cargo lambda watch
+# serves it under, and the name infra/scripts/extract-asl.ts puts in the Task ARNs).
+FUNCTION_TAG = "dmarc-tsv:function"
 ACCOUNT = "123456789012"
 
 
@@ -186,7 +189,8 @@ def stack_spec(doc: dict) -> tuple[StackSpec, Resolver]:
     functions = {}
     for lid, r in _resources(doc, "AWS::Lambda::Function").items():
         props = r.get("Properties", {})
-        name = _local_name(lid, props, "FunctionName")
+        tags = {t.get("Key"): t.get("Value") for t in props.get("Tags", []) if isinstance(t, dict)}
+        name = tags.get(FUNCTION_TAG) or _local_name(lid, props, "FunctionName")
         values[(lid, "Ref")] = name
         values[(lid, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
         functions[lid] = FunctionSpec(lid, name, {}, props.get("Timeout"))

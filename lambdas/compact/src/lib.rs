@@ -260,6 +260,11 @@ pub async fn handle(
     };
     let action = parse_action(event.payload)?;
     let budget = support::work_budget(event.context.deadline, SystemTime::now(), FALLBACK_BUDGET);
+    tracing::debug!(
+        deadline_ms = event.context.deadline,
+        budget_ms = budget.as_millis() as u64,
+        "time budget"
+    );
     let result = compact.invoke(action, budget).await;
     if let Err(failure) = &result {
         tracing::error!(

@@ -220,6 +220,11 @@ pub async fn handle(
     };
     let input = parse_input(event.payload)?;
     let budget = support::work_budget(event.context.deadline, SystemTime::now(), FALLBACK_BUDGET);
+    tracing::debug!(
+        deadline_ms = event.context.deadline,
+        budget_ms = budget.as_millis() as u64,
+        "time budget"
+    );
     let result = ingest.invoke(input, budget).await;
     if let Err(failure) = &result {
         tracing::error!(
