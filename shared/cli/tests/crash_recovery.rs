@@ -157,3 +157,30 @@ fn a_crash_at_any_failpoint_then_a_rerun_gives_the_clean_result() {
         }
     }
 }
+
+#[test]
+fn the_once_file_lets_a_retried_process_run_through() {
+    let case = Case::new();
+    let marker = case.output.with_file_name("fired");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_dmarc-tsv"))
+            .arg("local")
+            .arg("--input")
+            .arg(&case.input)
+            .arg("--output")
+            .arg(&case.output)
+            .env("DMARC_FAILPOINT", "compact.after_output_put:abort")
+            .env("DMARC_FAILPOINT_ONCE_FILE", &marker)
+            .output()
+            .expect("run dmarc-tsv")
+    };
+    assert_eq!(run().status.code(), Some(ABORT_EXIT_CODE));
+    assert!(marker.exists());
+    let second = run();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    case.assert_no_leftovers("once file");
+}
