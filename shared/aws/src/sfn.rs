@@ -74,10 +74,9 @@ pub struct SfnClient {
 
 impl SfnClient {
     pub async fn connect(region: Option<&str>) -> Self {
-        let shared = crate::config::load_sdk_config(region).await;
         SfnClient {
-            sfn: aws_sdk_sfn::Client::new(&shared),
-            cloudformation: aws_sdk_cloudformation::Client::new(&shared),
+            sfn: crate::config::sfn_client(region).await,
+            cloudformation: crate::config::cloudformation_client(region).await,
         }
     }
 

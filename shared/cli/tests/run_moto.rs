@@ -227,3 +227,46 @@ fn run_fails_with_a_named_error_when_the_queue_does_not_exist() {
     assert!(stderr.contains("no-such-queue"), "{stderr}");
     assert_eq!(aws.keys(""), Vec::<String>::new(), "nothing written");
 }
+
+#[test]
+fn run_reads_mails_from_the_bucket_the_event_names() {
+    let moto = MotoServer::start();
+    let data = Aws::setup(&moto, "split-data", "split-queue");
+    let mail = data.add_mail_bucket("split-mail");
+    let (good_fixture, good_key) = GOOD[1];
+    let (bad_fixture, bad_key, _) = BAD[0];
+    mail.upload(good_fixture, good_key);
+    mail.upload(bad_fixture, bad_key);
+
+    let output = run_binary(
+        &moto,
+        &data,
+        &["-move=archive", "-polltimeout=1", "-emptypolls=1"],
+        &[],
+    );
+    assert_success(&output, &moto, "run with a separate mail bucket");
+    let summary = summary_of(&output);
+    assert_eq!(number(&summary, "/summary/stage/mails"), 2, "{summary}");
+
+    // Rows and pipeline state in the data bucket; the mail bucket only loses its incoming/.
+    assert_eq!(
+        multiset(&output_rows(&data)),
+        multiset(&parsed_rows(good_fixture))
+    );
+    assert!(data.keys("incoming/").is_empty() && data.keys("archive/").is_empty());
+    assert_eq!(mail.keys("incoming/"), Vec::<String>::new());
+    assert!(mail.keys("dmarc/").is_empty() && mail.keys("staging/").is_empty());
+    // The archive stays next to the mail (seed semantics: -move within the mail's bucket).
+    let archived = mail.keys("archive/");
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert!(archived[0].ends_with(good_key), "{archived:?}");
+    // Quarantine belongs to the pipeline: the data bucket.
+    let quarantined = data.keys("quarantine/");
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    assert!(
+        quarantined.iter().any(|k| k.ends_with("no-attachment.txt")),
+        "{quarantined:?}"
+    );
+    assert_eq!(data.queue_depth(&data.queue_url), 0);
+    assert_eq!(data.keys("staging/"), Vec::<String>::new());
+}

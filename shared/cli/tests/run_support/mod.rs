@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use dmarc_tsv_aws::aws_sdk_s3 as s3;
 use dmarc_tsv_aws::aws_sdk_sqs as sqs;
@@ -102,7 +103,7 @@ pub fn corpus(path: &str) -> PathBuf {
 
 /// One data bucket with its queue and DLQ on a moto server, and clients to inspect them.
 pub struct Aws {
-    pub rt: Runtime,
+    pub rt: Arc<Runtime>,
     pub s3: s3::Client,
     pub sqs: sqs::Client,
     pub bucket: String,
@@ -139,7 +140,7 @@ impl Aws {
         let sqs = sqs::Client::from_conf(sqs_config);
         let (queue_url, dlq_url) = rt.block_on(create_resources(&s3, &sqs, bucket, queue));
         Aws {
-            rt,
+            rt: Arc::new(rt),
             bucket: bucket.to_owned(),
             queue: queue.to_owned(),
             s3,
@@ -210,6 +211,30 @@ impl Aws {
         })
     }
 
+    /// Another bucket whose `incoming/` notifies this site's queue (mails stored apart from the
+    /// data bucket, as the seed tool allowed); the returned view shares clients and queues.
+    pub fn add_mail_bucket(&self, bucket: &str) -> Aws {
+        self.rt.block_on(async {
+            self.s3
+                .create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("create mail bucket");
+            let arn = queue_arn(&self.sqs, &self.queue_url).await;
+            notify_queue_on_incoming(&self.s3, bucket, &arn).await;
+        });
+        Aws {
+            rt: Arc::clone(&self.rt),
+            s3: self.s3.clone(),
+            sqs: self.sqs.clone(),
+            bucket: bucket.to_owned(),
+            queue: self.queue.clone(),
+            queue_url: self.queue_url.clone(),
+            dlq_url: self.dlq_url.clone(),
+        }
+    }
+
     /// Visible + in flight + delayed messages.
     pub fn queue_depth(&self, url: &str) -> u64 {
         let names = [
@@ -272,34 +297,7 @@ async fn create_resources(
         .queue_url
         .expect("queue url");
     let queue_arn = queue_arn(sqs, &queue_url).await;
-    let filter = NotificationConfigurationFilter::builder()
-        .key(
-            S3KeyFilter::builder()
-                .filter_rules(
-                    FilterRule::builder()
-                        .name(FilterRuleName::Prefix)
-                        .value("incoming/")
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
-    let notification = NotificationConfiguration::builder()
-        .queue_configurations(
-            QueueConfiguration::builder()
-                .queue_arn(queue_arn)
-                .events(Event::from("s3:ObjectCreated:*"))
-                .filter(filter)
-                .build()
-                .expect("queue configuration"),
-        )
-        .build();
-    s3.put_bucket_notification_configuration()
-        .bucket(bucket)
-        .notification_configuration(notification)
-        .send()
-        .await
-        .expect("notification configuration");
+    notify_queue_on_incoming(s3, bucket, &queue_arn).await;
     (queue_url, dlq_url)
 }
 
@@ -487,4 +485,36 @@ pub fn print_requests(label: &str, summary: &serde_json::Value) {
         total_s3 as f64 / reports as f64,
         summary["requests"]["estimated_request_cost_usd"]
     );
+}
+
+/// S3 → SQS notification for every object created under `incoming/` of `bucket`.
+async fn notify_queue_on_incoming(s3: &s3::Client, bucket: &str, queue_arn: &str) {
+    let filter = NotificationConfigurationFilter::builder()
+        .key(
+            S3KeyFilter::builder()
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Prefix)
+                        .value("incoming/")
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let notification = NotificationConfiguration::builder()
+        .queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn(queue_arn)
+                .events(Event::from("s3:ObjectCreated:*"))
+                .filter(filter)
+                .build()
+                .expect("queue configuration"),
+        )
+        .build();
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(notification)
+        .send()
+        .await
+        .expect("notification configuration");
 }
