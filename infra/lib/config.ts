@@ -300,12 +300,37 @@ export function readConfig(node: Node): DmarcTsvConfig {
     // A message must stay invisible while a (retried) ingest call may still be working on it.
     throw new ConfigError('context sqsProcessingTimeSeconds must be at least 6 x ingestTimeoutSeconds');
   }
+  assertScheduleOutlastsRuns(config);
   if (config.existingRuleSetName !== undefined && config.activateRuleSet) {
     throw new ConfigError(
       'context activateRuleSet applies to the new rule set only; drop it with existingRuleSetName',
     );
   }
   return config;
+}
+
+/**
+ * Two overlapping executions could compact the same partition at once, which the design forbids; the
+ * execution timeout bounds a run, so a schedule must not fire more often than that. Only `rate(...)` can be
+ * checked here; for cron expressions doc/deploy.md states the rule.
+ */
+function assertScheduleOutlastsRuns(config: DmarcTsvConfig): void {
+  if (config.schedule === 'none') return;
+  if (!/^(cron|rate|at)\(.+\)$/.test(config.schedule)) {
+    throw new ConfigError(
+      `context schedule: expected cron(...), rate(...), at(...) or none, got ${JSON.stringify(config.schedule)}`,
+    );
+  }
+  const rate = /^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$/.exec(config.schedule);
+  if (!rate) return;
+  const minutes =
+    Number(rate[1]) * (rate[2].startsWith('minute') ? 1 : rate[2].startsWith('hour') ? 60 : 1440);
+  if (minutes <= config.stateMachineTimeoutMinutes) {
+    throw new ConfigError(
+      `context schedule ${config.schedule} fires more often than stateMachineTimeoutMinutes ` +
+        `(${config.stateMachineTimeoutMinutes}): runs could overlap`,
+    );
+  }
 }
 
 /** A key must belong to exactly one prefix, else grants and lifecycle rules of one area leak into another. */

@@ -544,10 +544,14 @@ describe('context validation', () => {
     assert.throws(attempt({ existingRuleSetName: 'x', activateRuleSet: true }), /activateRuleSet/);
     assert.throws(attempt({ archiveExpireDays: 10 }), /archiveExpireDays/);
     assert.throws(attempt({ tableName: 'Bad-Name' }), /tableName/);
+    assert.throws(attempt({ schedule: 'rate(1 hour)' }), /runs could overlap/);
+    assert.throws(attempt({ schedule: 'daily' }), /schedule/);
+    assert.throws(attempt({ logRetentionDays: 10 }), /logRetentionDays/);
   });
   it('accepts string forms from the command line', () => {
     assert.doesNotThrow(
       attempt({ ingestWorkers: '2', versioning: 'true', recipients: 'a@example.com, example.org' }),
     );
+    assert.doesNotThrow(attempt({ schedule: 'rate(12 hours)', stateMachineTimeoutMinutes: '300' }));
   });
 });
