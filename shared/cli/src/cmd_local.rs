@@ -15,9 +15,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use dmarc_tsv_core::Skipped;
+use dmarc_tsv_core::pipeline::mbox::MboxIndex;
 use dmarc_tsv_core::pipeline::store::{ObjectStore, StoreError};
 use dmarc_tsv_core::pipeline::{
-    DirQueue, Hooks, LocalStore, MailRef, Pipeline, RunSummary, Settings, StageSummary, run_all,
+    DirQueue, Hooks, InputStore, LocalStore, MailRef, Pipeline, RunSummary, Settings, StageSummary,
+    run_all,
 };
 use dmarc_tsv_core::writer::Format;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,8 +27,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Parser)]
 #[command(
     about = "Process a folder of mails or report files into gzipped TSV (no AWS)",
-    long_about = "Process every file under --input (raw mails, .eml, Maildir cur/ and new/, zip, \
-                  gzip or XML report files) into gzipped TSV files under --output, partitioned by \
+    long_about = "Process every file under --input (raw mails, .eml, Maildir cur/ and new/, mbox \
+                  files, zip, gzip or XML report files) into gzipped TSV files under --output, partitioned by \
                   report date like the S3 table. Inputs that hold no usable report are copied to \
                   OUTPUT/quarantine/ with a .reason.json and named on stderr. Running again on the \
                   same input adds no duplicate rows (duplicates are skipped and counted). Inputs \
@@ -85,7 +87,14 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
     let queue = DirQueue::new(&input, &bucket, &exclude)
         .with_context(|| format!("listing {}", input.display()))?;
     let hooks = Arc::new(CliHooks::new(queue.total()));
-    let pipeline = build_pipeline(&args, settings, &input, bucket, hooks.clone())?;
+    let pipeline = build_pipeline(
+        &args,
+        settings,
+        &input,
+        bucket,
+        queue.mbox_index(),
+        hooks.clone(),
+    )?;
     let result = run_all(&pipeline, &queue, &|| false);
     hooks.finish();
     let summary = result.with_context(|| format!("processing {}", input.display()))?;
@@ -160,9 +169,10 @@ fn build_pipeline(
     settings: Settings,
     input: &Path,
     bucket: String,
+    mbox: MboxIndex,
     hooks: Arc<CliHooks>,
 ) -> anyhow::Result<Pipeline> {
-    let inputs: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(input));
+    let inputs: Arc<dyn ObjectStore> = Arc::new(InputStore::new(LocalStore::new(input), mbox));
     let resolver = Arc::new(move |b: &str| {
         if b == bucket {
             Ok(inputs.clone())

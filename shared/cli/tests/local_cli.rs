@@ -181,3 +181,55 @@ fn bad_arguments_are_usage_errors() {
     let o = local(tmp.path(), &["--format", "xlsx"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn an_mbox_gives_the_same_rows_as_its_mails_as_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let samples = repo().join("samples");
+    let names = ["google-zip.eml", "yahoo-gzip.eml", "ses-raw-google-zip.eml"];
+    let files_in = tmp.path().join("files");
+    let mbox_in = tmp.path().join("mbox");
+    std::fs::create_dir_all(&files_in).unwrap();
+    std::fs::create_dir_all(&mbox_in).unwrap();
+    let mut mbox = Vec::new();
+    for name in names {
+        let mail = std::fs::read(samples.join(name)).unwrap();
+        std::fs::write(files_in.join(name), &mail).unwrap();
+        mbox.extend_from_slice(b"From MAILER-DAEMON Thu Jan  1 00:00:00 2024\n");
+        mbox.extend_from_slice(&mail);
+        mbox.extend_from_slice(b"\n\n");
+    }
+    std::fs::write(mbox_in.join("inbox"), mbox).unwrap();
+    let run = |input: &Path, out: &Path| {
+        let o = local(
+            tmp.path(),
+            &[
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let err = run(&mbox_in, &tmp.path().join("out-mbox"));
+    assert!(err.contains("mails 3,"), "{err}");
+    run(&files_in, &tmp.path().join("out-files"));
+    // Rows differ only in source_key (the last column): `inbox#2` instead of the file name.
+    let strip = |rows: Vec<String>| -> Vec<String> {
+        let mut v: Vec<String> = rows
+            .into_iter()
+            .map(|r| r.rsplit_once('\t').unwrap().0.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let from_mbox = rows(&tmp.path().join("out-mbox"), "tsv");
+    assert!(from_mbox.iter().all(|r| r.contains("\tinbox#")));
+    assert_eq!(
+        strip(from_mbox),
+        strip(rows(&tmp.path().join("out-files"), "tsv"))
+    );
+    assert!(!strip(rows(&tmp.path().join("out-files"), "tsv")).is_empty());
+}

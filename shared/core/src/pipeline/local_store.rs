@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::events::synthetic_s3_event;
+use super::mbox::{self, MboxIndex};
 use super::queue::{Message, Queue, QueueError, ReceiveOptions};
 use super::store::{ObjectInfo, ObjectStore, StoreError};
 
@@ -224,9 +225,11 @@ impl ObjectStore for LocalStore {
 /// Every file under an input folder, as queue messages: each body is a synthetic S3 event naming
 /// bucket = the folder's name as given, key = the file's relative path. Hidden files, temporary
 /// files, Markdown notes and a Maildir's `tmp/` are skipped; so are `exclude`d folders (e.g. the output inside the
-/// input). `delete` only marks messages done: local runs list the folder afresh each time.
+/// input). An mbox file gives one message per mail it holds (`inbox#2`; read them through
+/// [`mbox::InputStore`]). `delete` only marks messages done: local runs list the folder afresh.
 pub struct DirQueue {
     bucket: String,
+    mbox: MboxIndex,
     pending: Mutex<VecDeque<Message>>,
     done: Mutex<HashSet<String>>,
     total: usize,
@@ -234,9 +237,26 @@ pub struct DirQueue {
 
 impl DirQueue {
     pub fn new(input: &Path, bucket: &str, exclude: &[PathBuf]) -> io::Result<DirQueue> {
-        let mut files = Vec::new();
-        collect_inputs(input, "", exclude, &mut files)?;
-        files.sort();
+        let mut found = Vec::new();
+        collect_inputs(input, "", exclude, &mut found)?;
+        found.sort();
+        let mbox = MboxIndex::default();
+        let mut files = Vec::with_capacity(found.len());
+        for (key, size) in found {
+            let path = input.join(&key);
+            if !mbox::is_mbox(&path) {
+                files.push((key, size));
+                continue;
+            }
+            let ranges = mbox::scan(&path)?;
+            files.extend(
+                ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (start, end))| (mbox::message_key(&key, i + 1), end - start)),
+            );
+            mbox.insert(&key, ranges);
+        }
         let pending: VecDeque<Message> = files
             .into_iter()
             .map(|(key, size)| Message {
@@ -248,13 +268,20 @@ impl DirQueue {
             .collect();
         Ok(DirQueue {
             bucket: bucket.into(),
+            mbox,
             total: pending.len(),
             pending: Mutex::new(pending),
             done: Mutex::new(HashSet::new()),
         })
     }
 
-    /// Input files found.
+    /// The mbox files found and their messages: give it to [`mbox::InputStore`] so the
+    /// messages can be read.
+    pub fn mbox_index(&self) -> MboxIndex {
+        self.mbox.clone()
+    }
+
+    /// Inputs found (files, and messages inside mbox files).
     pub fn total(&self) -> usize {
         self.total
     }
