@@ -293,7 +293,8 @@ Other environment: DMARC_LOG_FORMAT=json for JSON log lines; RUST_LOG overrides 
 AWS_ENDPOINT_URL (S3 then uses path-style addressing), AWS_PROFILE and the usual AWS variables.
 
 Prints a JSON summary on stdout. Exit status: 0 done, 1 failed (permanent error), 2 bad flags or
-settings, {EXIT_TRANSIENT} AWS kept failing transiently (run again later; nothing is lost).",
+settings, {EXIT_TRANSIENT} AWS kept failing transiently or some mails could not be read (their
+messages stay on the queue: run again later; nothing is lost).",
         table = settings_table()
     )
 }
@@ -369,7 +370,7 @@ fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
             log_summary(&summary);
-            Ok(ExitCode::SUCCESS)
+            Ok(exit_code_of(&summary))
         }
         Err(err) => {
             tracing::error!(error_type = err.error_type(), "run failed: {err}");
@@ -414,6 +415,21 @@ fn log_requests(requests: &Requests) {
         estimated_usd = requests.estimated_request_cost_usd,
         "requests sent"
     );
+}
+
+/// A run that had to leave mails it could not read (after retries) is not a success, so cron
+/// alerts; a later run (or the dead-letter queue) takes them over. Messages that name no mail
+/// we understand (`foreign`) are not the run's failure: they are only logged.
+fn exit_code_of(summary: &RunSummary) -> ExitCode {
+    if summary.stage.left_for_retry > 0 {
+        tracing::error!(
+            left_for_retry = summary.stage.left_for_retry,
+            "some mails could not be read; their messages stay on the queue"
+        );
+        ExitCode::from(EXIT_TRANSIENT)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn log_summary(summary: &RunSummary) {

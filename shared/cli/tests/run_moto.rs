@@ -270,3 +270,65 @@ fn run_reads_mails_from_the_bucket_the_event_names() {
     assert_eq!(data.queue_depth(&data.queue_url), 0);
     assert_eq!(data.keys("staging/"), Vec::<String>::new());
 }
+
+fn send(aws: &Aws, body: &str) {
+    aws.rt
+        .block_on(
+            aws.sqs
+                .send_message()
+                .queue_url(&aws.queue_url)
+                .message_body(body)
+                .send(),
+        )
+        .expect("send message");
+}
+
+#[test]
+fn unreadable_mails_fail_the_run_with_75_and_stay_queued_but_foreign_messages_do_not() {
+    let moto = MotoServer::start();
+    let aws = Aws::setup(&moto, "leftover-data", "leftover-queue");
+    let args = ["-polltimeout=1", "-emptypolls=1", "-sqsprocessingtime=300"];
+
+    // A message nobody understands: logged, left for the dead-letter queue, not a failure.
+    send(&aws, "hello, this is not an S3 event");
+    let output = run_binary(&moto, &aws, &args, &[]);
+    assert_success(&output, &moto, "run with a foreign message");
+    let summary = summary_of(&output);
+    assert_eq!(number(&summary, "/summary/stage/foreign"), 1, "{summary}");
+    assert_eq!(
+        aws.queue_depth(&aws.queue_url),
+        1,
+        "the foreign message stays"
+    );
+
+    // A mail in a bucket that does not exist: the GET fails for good, the message stays.
+    let ghost = dmarc_tsv_core::pipeline::events::synthetic_s3_event(
+        "ghost-bucket",
+        "incoming/lost.eml",
+        Some(10),
+    );
+    send(&aws, &ghost);
+    let output = run_binary(&moto, &aws, &args, &[]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{log}");
+    assert!(
+        log.contains("ghost-bucket") || log.contains("lost.eml"),
+        "{log}"
+    );
+    let summary = summary_of(&output);
+    assert_eq!(
+        number(&summary, "/summary/stage/left_for_retry"),
+        1,
+        "{summary}"
+    );
+    assert_eq!(
+        aws.queue_depth(&aws.queue_url),
+        2,
+        "both messages stay queued"
+    );
+    assert!(
+        aws.keys("").is_empty(),
+        "nothing written: {:?}",
+        aws.keys("")
+    );
+}
