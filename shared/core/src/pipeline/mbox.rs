@@ -12,19 +12,22 @@ use std::sync::{Arc, Mutex};
 use super::local_store::LocalStore;
 use super::store::{ObjectInfo, ObjectStore, StoreError};
 
-/// Byte range (start, end) of each message of each mbox, by the mbox's key.
+/// Byte range (start, end) of one message inside its mbox file.
+pub type MessageRange = (u64, u64);
+
+/// The message ranges of each mbox, by the mbox's key.
 #[derive(Debug, Clone, Default)]
-pub struct MboxIndex(Arc<Mutex<BTreeMap<String, Vec<(u64, u64)>>>>);
+pub struct MboxIndex(Arc<Mutex<BTreeMap<String, Vec<MessageRange>>>>);
 
 impl MboxIndex {
-    pub fn insert(&self, key: &str, ranges: Vec<(u64, u64)>) {
+    pub fn insert(&self, key: &str, ranges: Vec<MessageRange>) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(key.to_string(), ranges);
         }
     }
 
     /// The byte range of `inbox.mbox#3`-style keys (1-based).
-    pub fn range_of(&self, key: &str) -> Option<(String, (u64, u64))> {
+    pub fn range_of(&self, key: &str) -> Option<(String, MessageRange)> {
         let (file, n) = key.rsplit_once('#')?;
         let n: usize = n.parse().ok()?;
         let m = self.0.lock().ok()?;
@@ -49,7 +52,7 @@ pub fn is_mbox(path: &Path) -> bool {
 
 /// Byte ranges of the messages (separator lines excluded). A separator is a `From ` line at the
 /// start of the file or after an empty line.
-pub fn scan(path: &Path) -> io::Result<Vec<(u64, u64)>> {
+pub fn scan(path: &Path) -> io::Result<Vec<MessageRange>> {
     let mut reader = BufReader::new(File::open(path)?);
     let mut ranges = Vec::new();
     let mut line = Vec::new();
@@ -101,7 +104,7 @@ impl InputStore {
         InputStore { files, mbox }
     }
 
-    fn read_message(&self, file: &str, (start, end): (u64, u64)) -> Result<Vec<u8>, StoreError> {
+    fn read_message(&self, file: &str, (start, end): MessageRange) -> Result<Vec<u8>, StoreError> {
         let path = self.files.path_of(file)?;
         let err = |e: io::Error| StoreError::Permanent(format!("reading {file}: {e}"));
         let mut f = File::open(path).map_err(err)?;
