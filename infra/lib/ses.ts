@@ -64,13 +64,16 @@ export class Receiving extends Construct {
         conditions: onlyThisRule,
       }),
     );
+    // SES's PutObject into the SSE-KMS bucket makes S3 ask KMS for a data key on SES's behalf. Only through
+    // S3 in this region: the bucket policy above already pins account and rule. (Not aws:SourceArn here:
+    // whether it reaches KMS on such forwarded calls is undocumented, and a mismatch would bounce mail.)
     key?.addToResourcePolicy(
       new iam.PolicyStatement({
         sid: 'AllowSesToEncryptIncomingMail',
         principals: [new iam.ServicePrincipal('ses.amazonaws.com')],
         actions: ['kms:GenerateDataKey*', 'kms:Encrypt'],
         resources: ['*'],
-        conditions: onlyThisRule,
+        conditions: { StringEquals: { 'kms:ViaService': `s3.${Stack.of(this).region}.amazonaws.com` } },
       }),
     );
 

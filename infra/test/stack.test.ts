@@ -331,8 +331,10 @@ describe('SES receiving', () => {
       rule.DependsOn?.includes(policyId),
       'rule waits for the bucket policy (SES test-writes on create)',
     );
-    const keyPolicy = JSON.stringify(s.json.Resources[logicalId(s.stack.key!)].Properties.KeyPolicy);
-    assert.ok(keyPolicy.includes('ses.amazonaws.com'), 'SES may encrypt with the bucket key');
+    const keyStatements = s.json.Resources[logicalId(s.stack.key!)].Properties.KeyPolicy.Statement as any[];
+    const sesKey = keyStatements.find((st) => JSON.stringify(st.Principal).includes('ses.amazonaws.com'));
+    assert.deepEqual(sesKey.Condition, { StringEquals: { 'kms:ViaService': 's3.us-east-1.amazonaws.com' } });
+    assert.deepEqual([sesKey.Action].flat().sort(), ['kms:Encrypt', 'kms:GenerateDataKey*']);
   });
 
   it('activates the new rule set only when asked', () => {
