@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import gzip
 import json
 import os
@@ -34,6 +35,7 @@ sys.dont_write_bytecode = True
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
+import cost  # noqa: E402
 import mailgen  # noqa: E402
 import template as tpl  # noqa: E402
 from procs import HarnessError, Service, free_port  # noqa: E402
@@ -192,14 +194,22 @@ class Columns:
         return tuple(v for i, v in enumerate(row) if i != drop)
 
 
+def _parse_one(cli: Path, path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cli), "parse", str(path)], capture_output=True)
+
+
 def parse_expected(cli: Path, mails: list[Mail], cols: Columns, scratch: Path) -> Expected:
-    """Runs `dmarc-tsv parse` on every mail (written to a scratch file)."""
+    """Runs `dmarc-tsv parse` on every mail (written to a scratch file), two at a time."""
     expected = Expected(columns=len(cols.names))
     scratch.mkdir(parents=True, exist_ok=True)
+    paths = []
     for i, mail in enumerate(mails):
         path = scratch / f"{i:06d}"
         path.write_bytes(mail.body)
-        result = subprocess.run([str(cli), "parse", str(path)], capture_output=True)
+        paths.append(path)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda p: _parse_one(cli, p), paths))
+    for mail, result in zip(mails, results):
         if result.returncode not in (0, 1):
             raise HarnessError(f"dmarc-tsv parse {mail.key} exited {result.returncode}: {result.stderr[-2000:]!r}")
         rows = [tuple(line.split("\t")) for line in result.stdout.decode("utf-8").splitlines() if line]
@@ -220,6 +230,7 @@ def parse_expected(cli: Path, mails: list[Mail], cols: Columns, scratch: Path) -
             if identity in expected.reports:
                 expected.duplicates += 1
             expected.reports.setdefault(identity, []).append(report_rows)
+    shutil.rmtree(scratch, ignore_errors=True)
     return expected
 
 
@@ -302,7 +313,8 @@ class Lambdas:
 
     EXITED = re.compile(r"command exited code=(\d+)")
 
-    def __init__(self, tools: Tools, work: Path, name: str, env: dict[str, str]):
+    def __init__(self, tools: Tools, work: Path, name: str, env: dict[str, str], release: bool = False):
+        self.release = release
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.tools = tools
@@ -323,7 +335,8 @@ class Lambdas:
         self.service = Service(
             f"cargo lambda watch ({self.name})",
             [str(self.tools.cargo_lambda), "lambda", "watch", "--ignore-changes", "--quiet",
-             "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port), "--concurrency", "4"],
+             "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port), "--concurrency", "4",
+             *(["--release"] if self.release else [])],
             self.log_path,
             env=self.env,
             cwd=ROOT,
@@ -407,7 +420,7 @@ def invocations(events: Path) -> list[dict]:
 
 def run_scenario(
     scenario: Scenario, tools: Tools, aws: LocalAws, spec: tpl.StackSpec, base_env: dict[str, dict[str, str]],
-    asl: Path, mails: list[Mail], work: Path, timeout: int,
+    asl: Path, mails: list[Mail], work: Path, timeout: int, release: bool = False,
 ) -> Outcome:
     log(f"[{scenario.name}] fresh stack, {len(mails)} mails")
     aws.reset()
@@ -423,7 +436,7 @@ def run_scenario(
         env["DMARC_FAILPOINT"] = scenario.failpoint
         env["DMARC_FAILPOINT_ONCE_FILE"] = str(once_file)
         once_file.unlink(missing_ok=True)
-    lambdas = Lambdas(tools, work, scenario.name, env)
+    lambdas = Lambdas(tools, work, scenario.name, env, release)
     try:
         started = time.monotonic()
         for mail in mails:
@@ -658,6 +671,15 @@ def check_invocations(checks: Checks, outcome: Outcome, expected: Expected, clea
             break
 
 
+def measure_run(work: Path, scenario: Scenario, outcome: Outcome, spec: tpl.StackSpec, mails: int) -> dict:
+    ok = [c for c in outcome.invocations if c["status"] == 200 and isinstance(c["body"], dict)]
+    reports = sum(c["body"].get("reports", 0) for c in ok if c["name"] == INGEST)
+    memory = {f.name: f.memory_mb for f in spec.functions.values()}
+    events = sorted(work.glob(f"{scenario.name}.events*.jsonl"))
+    return cost.measure(work / f"{scenario.name}.lambda.log", events, outcome.invocations, memory,
+                        mails, reports, outcome.seconds)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -676,6 +698,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--visibility", type=int, default=20,
                    help="DMARC_SQSPROCESSINGTIME: seconds before messages of a crashed ingest are redelivered")
     p.add_argument("--timeout", type=int, default=900, help="seconds per execution")
+    p.add_argument("--release", action="store_true", help="build and serve release binaries (volume runs)")
+    p.add_argument("--cost-doc", type=Path, help="write the clean run's measured requests and cost into this markdown file")
     p.add_argument("--summary", type=Path, help="write a JSON summary (timings, invocations) here")
     return p.parse_args()
 
@@ -687,8 +711,11 @@ def main() -> int:
     log(f"work dir {work}")
     tools = Tools.find(args.venv)
 
-    log("building the Lambdas and the CLI (debug)")
-    run(["cargo", "build", "--quiet", "-p", INGEST, "-p", COMPACT, "-p", "dmarc-tsv"], cwd=ROOT)
+    profile = ["--release"] if args.release else []
+    log(f"building the Lambdas and the CLI ({'release' if args.release else 'debug'})")
+    run(["cargo", "build", "--quiet", *profile, "-p", INGEST, "-p", COMPACT, "-p", "dmarc-tsv"], cwd=ROOT)
+    if args.release:
+        tools.cli = ROOT / "target" / "release" / "dmarc-tsv"
 
     template_path = args.template or synth_template(work / "DmarcTsv.template.json")
     doc = tpl.load(template_path)
@@ -738,7 +765,7 @@ def main() -> int:
         summary = {"mails": len(mails), "rows": len(expected.rows()), "scenarios": {}}
         total_failures = 0
         for scenario in scenarios:
-            outcome = run_scenario(scenario, tools, aws, spec, base_env, asl, mails, work, args.timeout)
+            outcome = run_scenario(scenario, tools, aws, spec, base_env, asl, mails, work, args.timeout, args.release)
             checks = Checks(scenario.name)
             download = work / "output" / scenario.name
             chosen = check_outputs(checks, aws, spec, env, cols, expected, mails, download)
@@ -754,6 +781,16 @@ def main() -> int:
                 "failed_checks": checks.failures,
             }
             total_failures += len(checks.failures)
+            if scenario.failpoint is None:
+                measured = measure_run(work, scenario, outcome, spec, len(mails))
+                summary["scenarios"][scenario.name]["measured"] = measured
+                log(f"[{scenario.name}] requests: s3 {measured['s3']}, sqs {measured['sqs']}, "
+                    f"{measured['transitions']} transitions; cost per million reports "
+                    f"{measured['cost_per_million_reports']} = ${measured['total_per_million_reports']}")
+                if args.cost_doc:
+                    label = f"scripts/e2e-volume, {time.strftime('%Y-%m-%d', time.gmtime())}"
+                    cost.write_doc(args.cost_doc, cost.markdown(measured, label))
+                    log(f"wrote the measured figures into {args.cost_doc}")
         if args.summary:
             args.summary.write_text(json.dumps(summary, indent=2))
     finally:

@@ -44,6 +44,7 @@ class FunctionSpec:
     name: str
     env: dict[str, str] = field(default_factory=dict)
     timeout: int | None = None
+    memory_mb: int = 128
 
 
 @dataclass
@@ -193,7 +194,7 @@ def stack_spec(doc: dict) -> tuple[StackSpec, Resolver]:
         name = tags.get(FUNCTION_TAG) or _local_name(lid, props, "FunctionName")
         values[(lid, "Ref")] = name
         values[(lid, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
-        functions[lid] = FunctionSpec(lid, name, {}, props.get("Timeout"))
+        functions[lid] = FunctionSpec(lid, name, {}, props.get("Timeout"), int(props.get("MemorySize", 128)))
     resolver = Resolver(doc, values)
     for q in queues.values():
         # The URL is filled in by the harness once moto created the queue (its port is known then).
