@@ -351,3 +351,30 @@ fn volume_files_are_full_except_the_last_of_each_partition() {
     assert!(full >= all_but_last && full * 100 >= all_but_last * 95);
     assert_no_leftovers(root);
 }
+
+#[test]
+fn a_report_dated_beyond_any_partition_is_quarantined_not_stuck_in_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = LocalStore::new(root);
+    let q = MemQueue::new();
+    for (id, begin) in [
+        ("far", 999_999_999_999i64),
+        ("past", -99_999_999_999),
+        ("ok", 1_704_067_200),
+    ] {
+        let key = format!("incoming/{id}.xml");
+        let xml = report_xml("org.example", id, begin, 2);
+        dmarc_tsv_core::pipeline::store::ObjectStore::put(&store, &key, xml.as_bytes()).unwrap();
+        q.send_keys(&[&key]);
+    }
+    let p = local_pipeline(root, settings());
+    let s = run_all(&p, &q, &never).unwrap();
+    assert_eq!((s.stage.quarantined, s.rows_written), (2, 2));
+    assert_eq!(
+        s.stage.quarantined_by_reason.get("report_unusable"),
+        Some(&2)
+    );
+    assert_no_leftovers(root);
+    assert!(files(root, "staging/ledger/").is_empty());
+}

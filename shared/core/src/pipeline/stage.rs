@@ -9,14 +9,14 @@ use super::Pipeline;
 use super::error::PipelineError;
 use super::events::{Body, MailRef, parse_body};
 use super::failpoint::hit;
-use super::layout::{hash_parts, yyyymmdd};
+use super::layout::{hash_parts, is_partition, yyyymmdd};
 use super::queue::{Message, Queue, ReceiveOptions};
 use super::retry::retry;
 use super::staged::StagedBuilder;
 use super::store::ObjectStore;
 use super::summary::StageSummary;
 use crate::columns::COLUMNS;
-use crate::error::Skipped;
+use crate::error::{SkipReason, Skipped};
 use crate::mail::{ReportSink, parse_mail};
 use crate::model::{ReportIdentity, ReportMeta, ReportSummary, RowView};
 
@@ -228,13 +228,14 @@ fn ingest_mail(
             )))
         })?;
     let (reports, rows) = (sink.reports, sink.rows);
-    if !outcome.is_usable() {
-        quarantine(p, &*store, mail, &bytes, &outcome.skipped, summary)?;
-        record(batch, mail, MailFate::Quarantined, 0, 0, outcome.skipped);
+    let mut skipped = outcome.skipped;
+    skipped.extend(sink.refused);
+    if reports == 0 {
+        quarantine(p, &*store, mail, &bytes, &skipped, summary)?;
+        record(batch, mail, MailFate::Quarantined, 0, 0, skipped);
         return Ok(MailFate::Quarantined);
     }
-    for s in outcome
-        .skipped
+    for s in skipped
         .iter()
         .chain(outcome.reports.iter().flat_map(|r| &r.problems))
     {
@@ -247,14 +248,7 @@ fn ingest_mail(
     }
     summary.reports += reports;
     summary.rows += rows;
-    record(
-        batch,
-        mail,
-        MailFate::Staged,
-        reports,
-        rows,
-        outcome.skipped,
-    );
+    record(batch, mail, MailFate::Staged, reports, rows, skipped);
     Ok(MailFate::Staged)
 }
 
@@ -380,10 +374,21 @@ fn batch_id<'a>(mails: impl IntoIterator<Item = &'a MailRef>) -> String {
 struct MailSink<'a> {
     mail: MailRef,
     parts: &'a mut BTreeMap<String, StagedBuilder>,
-    current: Option<String>,
+    current: Current,
     values: Vec<String>,
+    /// Reports staged (a report with zero rows counts: it must still be deduplicated).
     reports: u64,
     rows: u64,
+    /// Reports refused here (a begin date no partition can hold), with why.
+    refused: Vec<Skipped>,
+}
+
+/// The report whose rows are arriving.
+enum Current {
+    None,
+    Staged(String),
+    /// Its rows are dropped (the refusal is recorded once).
+    Refused,
 }
 
 impl<'a> MailSink<'a> {
@@ -396,21 +401,33 @@ impl<'a> MailSink<'a> {
                 size: None,
             },
             parts,
-            current: None,
+            current: Current::None,
             values: Vec::with_capacity(COLUMNS.len()),
             reports: 0,
             rows: 0,
+            refused: Vec::new(),
         }
     }
 
-    fn start(&mut self, identity: ReportIdentity) -> String {
+    /// Starts staging a report, unless its begin date gives no `YYYY-MM-DD` partition (years
+    /// before 0 or after 9999: hostile or broken input that would otherwise stay in staging).
+    fn start(&mut self, location: &str, identity: ReportIdentity) -> Current {
         let partition = identity.partition();
+        if !is_partition(&partition) {
+            self.refused.push(Skipped {
+                location: location.to_string(),
+                reason: SkipReason::ReportUnusable {
+                    detail: format!("begin date {} is out of range", identity.begin),
+                },
+            });
+            return Current::Refused;
+        }
         self.parts
             .entry(partition.clone())
             .or_insert_with(StagedBuilder::fast)
             .begin_report(identity, self.mail.clone());
         self.reports += 1;
-        partition
+        Current::Staged(partition)
     }
 }
 
@@ -425,25 +442,23 @@ fn identity_of(meta: &ReportMeta) -> ReportIdentity {
 }
 
 impl ReportSink for MailSink<'_> {
-    fn begin_report(&mut self, _location: &str, meta: &ReportMeta) {
-        self.current = Some(self.start(identity_of(meta)));
+    fn begin_report(&mut self, location: &str, meta: &ReportMeta) {
+        self.current = self.start(location, identity_of(meta));
     }
 
     fn row(&mut self, row: &RowView<'_>) -> std::io::Result<()> {
-        let partition = match &self.current {
-            Some(p) => p.clone(),
-            None => {
-                let p = self.start(identity_of(row.meta));
-                self.current = Some(p.clone());
-                p
-            }
+        if matches!(self.current, Current::None) {
+            self.current = self.start("", identity_of(row.meta));
+        }
+        let Current::Staged(partition) = &self.current else {
+            return Ok(());
         };
         self.values.clear();
         self.values
             .extend(COLUMNS.iter().map(|c| (c.value)(row).into_owned()));
         let builder = self
             .parts
-            .get_mut(&partition)
+            .get_mut(partition)
             .ok_or_else(|| std::io::Error::other("row of an unknown partition"))?;
         builder.push_row(self.values.iter().map(String::as_str))?;
         self.rows += 1;
@@ -451,11 +466,19 @@ impl ReportSink for MailSink<'_> {
     }
 
     fn end_report(&mut self, summary: &ReportSummary) {
-        match self.current.take().and_then(|p| self.parts.get_mut(&p)) {
-            Some(builder) => builder.set_identity(summary.identity.clone()),
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::Staged(partition) => {
+                // The parser's final identity, unless it would belong to another partition.
+                if summary.identity.partition() == partition
+                    && let Some(builder) = self.parts.get_mut(&partition)
+                {
+                    builder.set_identity(summary.identity.clone());
+                }
+            }
+            Current::Refused => {}
             // A report announced only at its end (no rows): still staged, so it is deduplicated.
-            None => {
-                self.start(summary.identity.clone());
+            Current::None => {
+                self.start(&summary.location, summary.identity.clone());
             }
         }
     }
