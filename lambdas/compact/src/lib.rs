@@ -151,6 +151,8 @@ impl Compact {
     }
 
     pub async fn connect(settings: Settings) -> Result<Compact, Failure> {
+        // Settings first: a bad one must not wait for the SDK's credential and region chain.
+        settings.validate().map_err(Failure::config)?;
         if settings.bucket.is_empty() {
             return Err(Failure::config("DMARC_BUCKET is not set"));
         }
@@ -360,6 +362,38 @@ mod tests {
         assert_eq!(
             lambda_runtime::Diagnostic::from(slow).error_type,
             "Transient"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_setup_failure_is_every_invocations_answer() {
+        let state = Arc::new(Err(Failure::config("DMARC_BUCKET is not set")));
+        let event = lambda_runtime::LambdaEvent::new(
+            json!({"action": "plan"}),
+            lambda_runtime::Context::default(),
+        );
+        let failure = handle(state, event).await.err();
+        assert_eq!(failure.as_ref().map(|f| f.kind), Some(FailureKind::Config));
+        assert_eq!(
+            failure.map(|f| f.message),
+            Some("DMARC_BUCKET is not set".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_from_a_bad_environment_are_a_config_failure() {
+        let mut settings = Settings::default();
+        assert!(
+            Compact::connect(settings.clone())
+                .await
+                .is_err_and(|f| f.kind == FailureKind::Config)
+        );
+        settings.bucket = "data".into();
+        settings.compactrows = 0;
+        assert!(
+            Compact::connect(settings)
+                .await
+                .is_err_and(|f| f.kind == FailureKind::Config)
         );
     }
 

@@ -113,6 +113,8 @@ impl Ingest {
     }
 
     pub async fn connect(settings: Settings) -> Result<Ingest, Failure> {
+        // Settings first: a bad one must not wait for the SDK's credential and region chain.
+        settings.validate().map_err(Failure::config)?;
         if settings.bucket.is_empty() {
             return Err(Failure::config("DMARC_BUCKET is not set"));
         }
@@ -298,6 +300,30 @@ mod tests {
             .err()
             .map(|e| failure_of(&e).kind);
         assert_eq!(config, Some(FailureKind::Config));
+    }
+
+    #[tokio::test]
+    async fn a_setup_failure_is_every_invocations_answer() {
+        let state = Arc::new(Err(Failure::config("DMARC_SQS is not set")));
+        let event = lambda_runtime::LambdaEvent::new(
+            json!({"worker": 0}),
+            lambda_runtime::Context::default(),
+        );
+        let failure = handle(state, event).await.err();
+        assert_eq!(failure.map(|f| f.kind), Some(FailureKind::Config));
+    }
+
+    #[tokio::test]
+    async fn missing_bucket_or_queue_is_a_config_failure_before_any_request() {
+        let no_bucket = Ingest::connect(Settings::default()).await.err();
+        assert_eq!(no_bucket.map(|f| f.kind), Some(FailureKind::Config));
+        let no_queue = Ingest::connect(Settings {
+            bucket: "data".into(),
+            ..Settings::default()
+        })
+        .await
+        .err();
+        assert_eq!(no_queue.map(|f| f.kind), Some(FailureKind::Config));
     }
 
     #[test]
