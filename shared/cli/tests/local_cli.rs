@@ -233,3 +233,34 @@ fn an_mbox_gives_the_same_rows_as_its_mails_as_files() {
     );
     assert!(!strip(rows(&tmp.path().join("out-files"), "tsv")).is_empty());
 }
+
+#[test]
+fn the_same_input_gives_the_same_output_keys_and_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let samples = repo().join("samples");
+    let outputs: Vec<Vec<(String, Vec<u8>)>> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let out = tmp.path().join(name);
+            let o = local(
+                tmp.path(),
+                &[
+                    "--input",
+                    samples.to_str().unwrap(),
+                    "--output",
+                    out.to_str().unwrap(),
+                ],
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+            tree(&out.join("dmarc"))
+                .into_iter()
+                .map(|f| {
+                    let bytes = std::fs::read(out.join("dmarc").join(&f)).unwrap();
+                    (f, bytes)
+                })
+                .collect()
+        })
+        .collect();
+    assert!(!outputs[0].is_empty());
+    assert_eq!(outputs[0], outputs[1]);
+}
