@@ -107,10 +107,10 @@ pub fn ingest_batch(
     let mut batch = Batch::default();
     let mut done_receipts = Vec::new();
     for message in messages {
-        if ingest_message(p, message, &mut batch, &mut summary)? {
-            done_receipts.push(message.receipt.clone());
-        } else {
-            summary.left_for_retry += u64::from(batch.last_message_failed);
+        match ingest_message(p, message, &mut batch, &mut summary)? {
+            MessageFate::Done => done_receipts.push(message.receipt.clone()),
+            MessageFate::Foreign => summary.foreign += 1,
+            MessageFate::Left => summary.left_for_retry += 1,
         }
     }
     write_batch(p, &mut batch, &mut summary)?;
@@ -130,51 +130,57 @@ struct Batch {
     mails: Vec<LedgerMail>,
     /// Fate of each mail already handled in this batch (a message delivered twice in one batch).
     handled: BTreeMap<(String, String), MailFate>,
-    last_message_failed: bool,
 }
 
-/// Handles one message; `Ok(true)` when it may be deleted.
+/// What to do with a message once its mails were handled.
+enum MessageFate {
+    /// Its mails are staged, quarantined or gone (or it named none): delete it.
+    Done,
+    /// Not understood: leave it for redelivery and, in the end, the DLQ.
+    Foreign,
+    /// A mail could not be read: leave it for redelivery.
+    Left,
+}
+
+/// Handles every mail a message names.
 fn ingest_message(
     p: &Pipeline,
     message: &Message,
     batch: &mut Batch,
     summary: &mut StageSummary,
-) -> Result<bool, PipelineError> {
-    batch.last_message_failed = false;
+) -> Result<MessageFate, PipelineError> {
     let refs = match parse_body(&message.body) {
         Body::Mails(refs) => refs,
         Body::Ignore(why) => {
             tracing::info!(message = %message.id, "ignoring message: {why}");
             summary.ignored += 1;
-            return Ok(true);
+            return Ok(MessageFate::Done);
         }
         Body::Foreign(why) => {
             tracing::warn!(message = %message.id, receive_count = message.receive_count,
                 "foreign message left for redelivery/DLQ: {why}");
-            summary.foreign += 1;
-            return Ok(false);
+            return Ok(MessageFate::Foreign);
         }
     };
-    let mut all_done = true;
+    let mut fate = MessageFate::Done;
     for mail in refs {
         let id = (mail.bucket.clone(), mail.key.clone());
         if batch.handled.contains_key(&id) {
             continue;
         }
         match ingest_mail(p, &mail, batch, summary) {
-            Ok(fate) => {
-                batch.handled.insert(id, fate);
+            Ok(mail_fate) => {
+                batch.handled.insert(id, mail_fate);
             }
             // The mail's storage failing (after retries) leaves the message; others go on.
             Err(MailFailure::Leave(e)) => {
                 tracing::warn!(bucket = %mail.bucket, key = %mail.key, "mail left for retry: {e}");
-                all_done = false;
+                fate = MessageFate::Left;
             }
             Err(MailFailure::Batch(e)) => return Err(e),
         }
     }
-    batch.last_message_failed = !all_done;
-    Ok(all_done)
+    Ok(fate)
 }
 
 /// Why a mail was not handled: `Leave` its message for redelivery, or fail the whole `Batch`
