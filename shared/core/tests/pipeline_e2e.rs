@@ -378,3 +378,51 @@ fn a_report_dated_beyond_any_partition_is_quarantined_not_stuck_in_staging() {
     assert_no_leftovers(root);
     assert!(files(root, "staging/ledger/").is_empty());
 }
+
+#[test]
+fn invalid_settings_are_a_config_error_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = Settings {
+        maxrecords: 0,
+        ..Settings::default()
+    };
+    let e = Pipeline::single_store(bad, Arc::new(LocalStore::new(dir.path()))).err();
+    let e = e.expect("maxrecords 0 is refused");
+    assert_eq!(e.error_type(), "Config");
+    assert!(e.to_string().contains("maxrecords"), "{e}");
+}
+
+#[test]
+fn hooks_see_quarantines_and_summaries_give_metrics() {
+    use dmarc_tsv_core::Skipped;
+    use dmarc_tsv_core::pipeline::{Hooks, MailRef};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+    impl Hooks for Seen {
+        fn quarantined(&self, mail: &MailRef, reasons: &[Skipped]) {
+            let code = reasons.first().map(|r| r.reason.code()).unwrap_or("none");
+            self.0.lock().unwrap().push(format!("{} {code}", mail.key));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys = put_mails(
+        dir.path(),
+        &refs(&ses(&["mail-without-attachments.txt", USABLE[0]])),
+    );
+    let seen = Arc::new(Seen::default());
+    let p = local_pipeline(dir.path(), settings()).with_hooks(seen.clone());
+    let q = MemQueue::new();
+    q.send_keys(&refs(&keys));
+    let s = run_all(&p, &q, &never).unwrap();
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        ["incoming/mail-without-attachments.txt no_attachment"]
+    );
+    let metrics: BTreeMap<String, f64> = s.metrics().into_iter().collect();
+    assert_eq!(metrics["Quarantined"], 1.0);
+    assert_eq!(metrics["Quarantined_no_attachment"], 1.0);
+    assert_eq!(metrics["RowsWritten"], 1.0);
+    assert_eq!(metrics["MailsMoved"], 1.0);
+}
