@@ -3,7 +3,31 @@
 //!
 //! Entry points: [`stage::drain`] / [`stage::ingest_batch`], [`compact::plan_partitions`] /
 //! [`compact::compact_partition`], [`archive::archive`], and [`run::run_all`] which chains them
-//! (used by `dmarc-tsv run`, `dmarc-tsv local` and, piecewise, the Lambdas).
+//! (used by `dmarc-tsv run`, `dmarc-tsv local` and, piecewise, the Lambdas). Every stage takes a
+//! [`Pipeline`] (settings, data store, how to reach mail buckets, retry policy, hooks) and returns a
+//! summary of counters ([`summary`]); errors say whether a retry may help
+//! ([`PipelineError::error_type`]: `Transient`, `BadInput`, `Config`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dmarc_tsv_core::pipeline::{DirQueue, LocalStore, Pipeline, Settings, run_all};
+//!
+//! let input = tempfile::tempdir()?;
+//! let output = tempfile::tempdir()?;
+//! std::fs::write(input.path().join("not-a-report.txt"), "hello")?;
+//! let bucket = input.path().display().to_string();
+//! let queue = DirQueue::new(input.path(), &bucket, &[])?;
+//! let mails = Arc::new(LocalStore::new(input.path()));
+//! let pipeline = Pipeline::new(
+//!     Settings { emptypolls: 1, ..Settings::default() },
+//!     Arc::new(LocalStore::new(output.path())),
+//!     Arc::new(move |_bucket: &str| Ok(mails.clone() as _)),
+//! )?;
+//! // Lambdas pass "is the deadline near?" instead of `|| false`.
+//! let summary = run_all(&pipeline, &queue, &|| false)?;
+//! assert_eq!((summary.stage.mails, summary.stage.quarantined), (1, 1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod archive;
 pub mod compact;
