@@ -148,13 +148,19 @@ export class DmarcTsvStack extends Stack {
 
   /** CloudWatch Logs must be allowed to use the key before a log group can be encrypted with it. */
   private allowLogsToUseKey(key: kms.Key): void {
-    key.grant(
-      new iam.ServicePrincipal(`logs.${this.region}.amazonaws.com`),
-      'kms:Encrypt*',
-      'kms:Decrypt*',
-      'kms:ReEncrypt*',
-      'kms:GenerateDataKey*',
-      'kms:Describe*',
+    key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'AllowCloudWatchLogsOfThisAccount',
+        principals: [new iam.ServicePrincipal(`logs.${this.region}.amazonaws.com`)],
+        actions: ['kms:Encrypt*', 'kms:Decrypt*', 'kms:ReEncrypt*', 'kms:GenerateDataKey*', 'kms:Describe*'],
+        resources: ['*'],
+        // Only for log groups of this account and region (the encryption context CloudWatch Logs sets).
+        conditions: {
+          ArnLike: {
+            'kms:EncryptionContext:aws:logs:arn': `arn:${this.partition}:logs:${this.region}:${this.account}:log-group:*`,
+          },
+        },
+      }),
     );
   }
 

@@ -557,3 +557,24 @@ describe('context validation', () => {
     assert.doesNotThrow(attempt({ schedule: 'rate(12 hours)', stateMachineTimeoutMinutes: '300' }));
   });
 });
+
+describe('keys', () => {
+  it("rotate, and let CloudWatch Logs use the data key only for this account's log groups", () => {
+    const s = synth();
+    for (const key of [s.stack.key!, s.stack.messagingKey!]) {
+      assert.equal(s.json.Resources[logicalId(key)].Properties.EnableKeyRotation, true);
+    }
+    const statements = s.json.Resources[logicalId(s.stack.key!)].Properties.KeyPolicy.Statement as any[];
+    const logs = statements.find((st) => st.Sid === 'AllowCloudWatchLogsOfThisAccount');
+    assert.deepEqual(logs.Principal, { Service: 'logs.us-east-1.amazonaws.com' });
+    assert.match(
+      render(logs.Condition.ArnLike['kms:EncryptionContext:aws:logs:arn']),
+      /:logs:us-east-1:123456789012:log-group:\*$/,
+    );
+    for (const id of [s.stack.ingest.logGroup, s.stack.compact.logGroup].map(logicalId)) {
+      assert.deepEqual(s.json.Resources[id].Properties.KmsKeyId, {
+        'Fn::GetAtt': [logicalId(s.stack.key!), 'Arn'],
+      });
+    }
+  });
+});
