@@ -27,7 +27,7 @@ LIMIT 100;
 -- description: Reports, rows and messages per reporting organisation, with the covered date range.
 SELECT org_name,
        count(DISTINCT report_id) AS reports,
-       count(*) AS rows,
+       count(*) AS row_count,
        sum(count) AS messages,
        min(date_begin) AS first_begin,
        max(date_end) AS last_end

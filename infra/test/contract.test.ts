@@ -5,13 +5,14 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { cfnLintPath, lintTemplate } from '../lib/cfn-lint';
 import { DEFAULTS } from '../lib/config';
 import { REPO_ROOT } from '../lib/functions';
-import { parseQueries, QUERIES_FILE } from '../lib/queries';
-import { loadColumns, parseColumns, SchemaError } from '../lib/schema';
+import { loadQueries, parseQueries, QUERIES_FILE } from '../lib/queries';
+import { COLUMNS_FILE, loadColumns, parseColumns, SchemaError } from '../lib/schema';
 import { resourcesOfType, synth } from './helpers';
 
 describe('column contract', () => {
@@ -86,6 +87,47 @@ describe('doc/deploy.md', () => {
       assert.ok(row, `context key ${key} missing from doc/deploy.md`);
       const shown = value === '' ? '(none)' : `\`${String(value)}\``;
       assert.ok(row.includes(`| ${shown} |`), `doc/deploy.md shows a different default for ${key}: ${row}`);
+    }
+  });
+});
+
+/** A Python with duckdb: $DUCKDB_PYTHON, else the repo's .venv (scripts/setup installs duckdb there). */
+function duckdbPython(): string | undefined {
+  const candidates = [process.env.DUCKDB_PYTHON, path.join(REPO_ROOT, '.venv', 'bin', 'python')];
+  return candidates.find(
+    (c): c is string =>
+      c !== undefined && c !== '' && fs.existsSync(c) && spawnSync(c, ['-c', 'import duckdb']).status === 0,
+  );
+}
+
+describe('saved queries on DuckDB (Athena stand-in)', () => {
+  it('every query runs against a table with the schema columns', (t) => {
+    const python = duckdbPython();
+    if (python === undefined) {
+      t.skip('no Python with duckdb (scripts/setup installs it in .venv; or set DUCKDB_PYTHON)');
+      return;
+    }
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmarc-queries-'));
+    try {
+      const queriesFile = path.join(dir, 'queries.json');
+      const queries = loadQueries('dmarc', 'dmarc_reports');
+      fs.writeFileSync(queriesFile, JSON.stringify(queries));
+      const run = spawnSync(
+        python,
+        [path.join(__dirname, 'run_queries_duckdb.py'), COLUMNS_FILE, queriesFile],
+        { encoding: 'utf8' },
+      );
+      assert.equal(run.status, 0, `${run.stdout}${run.stderr}`);
+      const results = Object.fromEntries(
+        run.stdout
+          .trim()
+          .split('\n')
+          .map((line) => line.split('\t')),
+      );
+      assert.deepEqual(Object.keys(results).sort(), queries.map((q) => q.name).sort());
+      assert.equal(results.TopFailingSources, '1', 'the recent failing row is found');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
