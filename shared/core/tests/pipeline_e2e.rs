@@ -426,3 +426,43 @@ fn hooks_see_quarantines_and_summaries_give_metrics() {
     assert_eq!(metrics["RowsWritten"], 1.0);
     assert_eq!(metrics["MailsMoved"], 1.0);
 }
+
+#[test]
+fn a_mail_announced_bigger_than_maxmailbytes_is_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let keys = put_mails(root, &refs(&ses(&USABLE)));
+    let p = local_pipeline(
+        root,
+        Settings {
+            maxmailbytes: 1000,
+            ..settings()
+        },
+    );
+    let q = MemQueue::new();
+    for key in &keys {
+        let size = std::fs::metadata(root.join(key)).unwrap().len();
+        assert!(size > 1000);
+        q.send(&dmarc_tsv_core::pipeline::events::synthetic_s3_event(
+            BUCKET,
+            key,
+            Some(size),
+        ));
+    }
+    let s = run_all(&p, &q, &never).unwrap();
+    assert_eq!(
+        s.stage.quarantined_by_reason.get("limit_exceeded"),
+        Some(&2)
+    );
+    assert_eq!(s.rows_written, 0);
+    let day = yyyymmdd(p.now());
+    let sidecars = files(root, &format!("quarantine/{day}/"));
+    assert_eq!(sidecars.len(), 2, "reasons only: {sidecars:?}");
+    assert!(sidecars.iter().all(|k| k.ends_with(".reason.json")));
+    assert_eq!(
+        files(root, "incoming/").len(),
+        2,
+        "the mails stay where they are"
+    );
+    assert_eq!(q.undeleted(), 0);
+}

@@ -215,6 +215,21 @@ fn ingest_mail(
     summary: &mut StageSummary,
 ) -> Result<MailFate, MailFailure> {
     let store = p.mail_store(&mail.bucket)?;
+    if let Some(size) = mail.size.filter(|s| *s > p.settings.maxmailbytes) {
+        // Never read: only the reason is quarantined, the mail stays where it is.
+        let reasons = [Skipped {
+            location: String::new(),
+            reason: SkipReason::LimitExceeded {
+                limit: "max_mail_bytes".into(),
+                value: size,
+                max: p.settings.maxmailbytes,
+            },
+        }];
+        summary.mails += 1;
+        quarantine(p, &*store, mail, None, &reasons, summary)?;
+        record(batch, mail, MailFate::Quarantined, 0, 0, reasons.to_vec());
+        return Ok(MailFate::Quarantined);
+    }
     let bytes = retry(&p.retry, "get mail", || store.get(&mail.key))?;
     hit("stage.after_get_mail")?;
     let Some(bytes) = bytes else {
@@ -237,7 +252,7 @@ fn ingest_mail(
     let mut skipped = outcome.skipped;
     skipped.extend(sink.refused);
     if reports == 0 {
-        quarantine(p, &*store, mail, &bytes, &skipped, summary)?;
+        quarantine(p, &*store, mail, Some(&bytes), &skipped, summary)?;
         record(batch, mail, MailFate::Quarantined, 0, 0, skipped);
         return Ok(MailFate::Quarantined);
     }
@@ -276,11 +291,12 @@ fn record(
 }
 
 /// Sidecar first, then the mail's bytes, then (AWS) the original: a crash leaves at worst a copy.
+/// Without bytes (a mail too big to read) only the sidecar is written and the original stays.
 fn quarantine(
     p: &Pipeline,
     store: &dyn ObjectStore,
     mail: &MailRef,
-    bytes: &[u8],
+    bytes: Option<&[u8]>,
     reasons: &[Skipped],
     summary: &mut StageSummary,
 ) -> Result<(), PipelineError> {
@@ -304,9 +320,11 @@ fn quarantine(
     })?;
     hit("stage.after_quarantine_reason_put")?;
     let key = p.layout.quarantine_key(&day, &mail.key);
-    retry(&p.retry, "put quarantined mail", || p.data.put(&key, bytes))?;
-    hit("stage.after_quarantine_mail_put")?;
-    if p.quarantine_removes_source {
+    if let Some(bytes) = bytes {
+        retry(&p.retry, "put quarantined mail", || p.data.put(&key, bytes))?;
+        hit("stage.after_quarantine_mail_put")?;
+    }
+    if p.quarantine_removes_source && bytes.is_some() {
         retry(&p.retry, "delete quarantined source", || {
             store.delete(&mail.key)
         })?;
