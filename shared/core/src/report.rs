@@ -390,6 +390,7 @@ struct Parser<'l> {
     /// Raw bytes of the value being read (bounded), and how many the value really had.
     text: Vec<u8>,
     text_total: usize,
+    value_buf: String,
     record: Record,
     record_has_row: bool,
     /// `<record>` elements opened so far (1-based index of the current one).
@@ -421,6 +422,7 @@ impl<'l> Parser<'l> {
             meta_ready: false,
             text: Vec::with_capacity(256),
             text_total: 0,
+            value_buf: String::with_capacity(256),
             record: Record::default(),
             record_has_row: false,
             records_seen: 0,
@@ -673,7 +675,9 @@ impl<'l> Parser<'l> {
 
     fn store_field(&mut self, field: Field) {
         let lower = field.is_enum_like();
-        let mut value = String::new();
+        // One scratch buffer for every value: no allocation per field.
+        let mut value = std::mem::take(&mut self.value_buf);
+        value.clear();
         let truncated = clean_value(
             &mut value,
             &self.text,
@@ -696,44 +700,45 @@ impl<'l> Parser<'l> {
                 },
             );
         }
-        self.assign(field, value);
+        self.assign(field, &value);
+        self.value_buf = value;
     }
 
-    fn assign(&mut self, field: Field, value: String) {
+    fn assign(&mut self, field: Field, value: &str) {
         use Field as F;
         let meta = &mut self.meta;
         let policy = &mut meta.policy;
         let record = &mut self.record;
         match field {
-            F::Version => self.version = value,
-            F::OrgName => meta.org_name = value,
-            F::Email => meta.email = value,
-            F::ExtraContactInfo => meta.extra_contact_info = value,
-            F::ReportId => meta.report_id = value,
-            F::Begin => self.begin_text = Some(value),
-            F::End => self.end_text = Some(value),
-            F::Error => meta.errors.push(value),
-            F::Generator => meta.generator = value,
-            F::PolicyDomain => policy.domain = value,
-            F::Adkim => policy.adkim = value,
-            F::Aspf => policy.aspf = value,
-            F::P => policy.p = value,
-            F::Sp => policy.sp = value,
-            F::Pct => policy.pct = Some(value),
-            F::Fo => policy.fo = value,
-            F::Np => policy.np = value,
-            F::Testing => policy.testing = value,
-            F::DiscoveryMethod => policy.discovery_method = value,
-            F::SourceIp => record.source_ip = value,
-            F::Count => record.count = value,
-            F::Disposition => record.disposition = value,
-            F::EvaluatedDkim => record.policy_dkim = value,
-            F::EvaluatedSpf => record.policy_spf = value,
+            F::Version => put(&mut self.version, value),
+            F::OrgName => put(&mut meta.org_name, value),
+            F::Email => put(&mut meta.email, value),
+            F::ExtraContactInfo => put(&mut meta.extra_contact_info, value),
+            F::ReportId => put(&mut meta.report_id, value),
+            F::Begin => self.begin_text = Some(value.to_string()),
+            F::End => self.end_text = Some(value.to_string()),
+            F::Error => meta.errors.push(value.to_string()),
+            F::Generator => put(&mut meta.generator, value),
+            F::PolicyDomain => put(&mut policy.domain, value),
+            F::Adkim => put(&mut policy.adkim, value),
+            F::Aspf => put(&mut policy.aspf, value),
+            F::P => put(&mut policy.p, value),
+            F::Sp => put(&mut policy.sp, value),
+            F::Pct => policy.pct = Some(value.to_string()),
+            F::Fo => put(&mut policy.fo, value),
+            F::Np => put(&mut policy.np, value),
+            F::Testing => put(&mut policy.testing, value),
+            F::DiscoveryMethod => put(&mut policy.discovery_method, value),
+            F::SourceIp => put(&mut record.source_ip, value),
+            F::Count => put(&mut record.count, value),
+            F::Disposition => put(&mut record.disposition, value),
+            F::EvaluatedDkim => put(&mut record.policy_dkim, value),
+            F::EvaluatedSpf => put(&mut record.policy_spf, value),
             F::ReasonType => set_last(&mut record.reasons, |r| &mut r.kind, value),
             F::ReasonComment => set_last(&mut record.reasons, |r| &mut r.comment, value),
-            F::HeaderFrom => record.header_from = value,
-            F::EnvelopeFrom => record.envelope_from = value,
-            F::EnvelopeTo => record.envelope_to = value,
+            F::HeaderFrom => put(&mut record.header_from, value),
+            F::EnvelopeFrom => put(&mut record.envelope_from, value),
+            F::EnvelopeTo => put(&mut record.envelope_to, value),
             F::DkimDomain => set_last(&mut record.dkim, |d| &mut d.domain, value),
             F::DkimSelector => set_last(&mut record.dkim, |d| &mut d.selector, value),
             F::DkimResult => set_last(&mut record.dkim, |d| &mut d.result, value),
@@ -987,10 +992,16 @@ fn epoch_seconds(text: Option<&str>, name: &str) -> Result<i64, String> {
     }
 }
 
-fn set_last<T>(items: &mut [T], field: fn(&mut T) -> &mut String, value: String) {
+fn set_last<T>(items: &mut [T], field: fn(&mut T) -> &mut String, value: &str) {
     if let Some(last) = items.last_mut() {
-        *field(last) = value;
+        put(field(last), value);
     }
+}
+
+/// Overwrites `dst`, keeping its allocation.
+fn put(dst: &mut String, value: &str) {
+    dst.clear();
+    dst.push_str(value);
 }
 
 fn clear_record(record: &mut Record) {
@@ -1022,20 +1033,23 @@ fn clean_value(
     lower: bool,
 ) -> Option<usize> {
     let text = String::from_utf8_lossy(raw);
-    let text: Cow<'_, str> = if text.chars().any(is_forbidden_control) {
+    // Forbidden controls are single bytes in UTF-8 (never inside a multi-byte sequence).
+    let has_controls = raw
+        .iter()
+        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
+    let text: Cow<'_, str> = if has_controls {
         Cow::Owned(text.chars().filter(|c| !is_forbidden_control(*c)).collect())
     } else {
         text
     };
     let trimmed = text.trim();
-    if lower
-        && trimmed
-            .bytes()
-            .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
-    {
+    if lower && !trimmed.is_ascii() {
         out.push_str(&trimmed.to_lowercase());
     } else {
         out.push_str(trimmed);
+        if lower {
+            out.make_ascii_lowercase();
+        }
     }
     if out.len() <= max && !raw_was_capped {
         return None;
@@ -1054,6 +1068,9 @@ fn clean_value(
 /// The input as UTF-8 bytes, with a per-event byte budget so one giant tag or text run cannot
 /// make quick-xml buffer the whole input.
 struct Input<R: BufRead> {
+    /// Decoded bytes read ahead to cut out a DOCTYPE; served before `source`.
+    head: Vec<u8>,
+    head_pos: usize,
     source: Source<R>,
     consumed: usize,
     budget: usize,
@@ -1083,12 +1100,64 @@ impl<R: BufRead> Input<R> {
                 encoding.new_decoder_without_bom_handling(),
             )),
         };
-        Ok(Input {
+        let mut input = Input {
+            head: Vec::new(),
+            head_pos: 0,
             source,
             consumed: 0,
             budget,
             over_budget: false,
-        })
+        };
+        input.strip_doctype()?;
+        Ok(input)
+    }
+
+    /// quick-xml ends a DOCTYPE at the first unbalanced `>`, so a `>` inside an entity value or
+    /// a comment of the internal subset would break the document. The DTD is never used, so
+    /// it is cut out here by a quote- and comment-aware scan of the prolog. A DOCTYPE longer
+    /// than the event budget is left to quick-xml (and its budget).
+    fn strip_doctype(&mut self) -> io::Result<()> {
+        self.pull_head(SNIFF_BYTES as usize)?;
+        let Some(start) = doctype_start(&self.head) else {
+            return Ok(());
+        };
+        let mut want = self.head.len().max(8192);
+        loop {
+            if let Some(len) = doctype_len(&self.head[start..]) {
+                self.head.drain(start..start + len);
+                return Ok(());
+            }
+            let before = self.head.len();
+            if before >= self.budget {
+                return Ok(());
+            }
+            want = want.saturating_mul(2).min(self.budget);
+            self.pull_head(want)?;
+            if self.head.len() == before {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves decoded bytes from the source into `head` until it holds `len` bytes or the
+    /// source ends.
+    fn pull_head(&mut self, len: usize) -> io::Result<()> {
+        while self.head.len() < len {
+            let chunk = match &mut self.source {
+                Source::Utf8(inner) => inner.fill_buf()?,
+                Source::Transcoded(inner) => inner.fill_buf()?,
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len().min(len - self.head.len());
+            self.head.extend_from_slice(&chunk[..n]);
+            match &mut self.source {
+                Source::Utf8(inner) => inner.consume(n),
+                Source::Transcoded(inner) => inner.consume(n),
+            }
+        }
+        Ok(())
     }
 
     fn start_event(&mut self) {
@@ -1112,6 +1181,9 @@ impl<R: BufRead> BufRead for Input<R> {
             self.over_budget = true;
             return Err(io::Error::other("one XML event exceeds the size budget"));
         }
+        if self.head_pos < self.head.len() {
+            return Ok(&self.head[self.head_pos..]);
+        }
         match &mut self.source {
             Source::Utf8(inner) => inner.fill_buf(),
             Source::Transcoded(inner) => inner.fill_buf(),
@@ -1120,11 +1192,61 @@ impl<R: BufRead> BufRead for Input<R> {
 
     fn consume(&mut self, amount: usize) {
         self.consumed = self.consumed.saturating_add(amount);
+        if self.head_pos < self.head.len() {
+            self.head_pos = (self.head_pos + amount).min(self.head.len());
+            if self.head_pos == self.head.len() {
+                self.head = Vec::new();
+                self.head_pos = 0;
+            }
+            return;
+        }
         match &mut self.source {
             Source::Utf8(inner) => inner.consume(amount),
             Source::Transcoded(inner) => inner.consume(amount),
         }
     }
+}
+
+/// Where a `<!DOCTYPE` starts in the prolog (before any element), if it does.
+fn doctype_start(head: &[u8]) -> Option<usize> {
+    let start = head
+        .windows(9)
+        .position(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))?;
+    let element_before = head[..start]
+        .windows(2)
+        .any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || w[1] == b'_' || w[1] >= 0x80));
+    (!element_before).then_some(start)
+}
+
+/// Length of the DOCTYPE declaration at the start of `bytes` (through its closing `>`), or
+/// `None` when `bytes` ends before it does. Quoted strings, comments and processing
+/// instructions inside the internal subset may hold `>`, `[` and `]`.
+fn doctype_len(bytes: &[u8]) -> Option<usize> {
+    let mut i = b"<!DOCTYPE".len();
+    let mut in_subset = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'"' | b'\'') => {
+                let close = bytes[i + 1..].iter().position(|&b| b == quote)?;
+                i += close + 2;
+                continue;
+            }
+            b'<' if in_subset && bytes[i..].starts_with(b"<!--") => {
+                i += 4 + find(&bytes[i + 4..], b"-->")? + 3;
+                continue;
+            }
+            b'<' if in_subset && bytes[i..].starts_with(b"<?") => {
+                i += 2 + find(&bytes[i + 2..], b"?>")? + 2;
+                continue;
+            }
+            b'[' if !in_subset => in_subset = true,
+            b']' if in_subset => in_subset = false,
+            b'>' if !in_subset => return Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The encoding to transcode from (`None` = already UTF-8) and the BOM length to skip.
@@ -1263,6 +1385,19 @@ mod tests {
         );
         assert_eq!(sniff_encoding(b"\xEF\xBB\xBF<a/>"), (None, 3));
         assert_eq!(sniff_encoding(b"\xFF\xFE<\0").0, Some(UTF_16LE));
+    }
+
+    #[test]
+    fn doctype_scan_skips_quotes_comments_and_the_subset() {
+        let dtd = b"<!DOCTYPE f [<!-- > ] --><!ENTITY a \"x > ] y\"><?pi > ?>]>";
+        assert_eq!(doctype_len(dtd), Some(dtd.len()));
+        let mut longer = dtd.to_vec();
+        longer.extend_from_slice(b"<f/>");
+        assert_eq!(doctype_len(&longer), Some(dtd.len()));
+        assert_eq!(doctype_len(b"<!DOCTYPE f SYSTEM 'a>b'>"), Some(25));
+        assert_eq!(doctype_len(b"<!DOCTYPE f [<!ENTITY a \"x >"), None);
+        assert_eq!(doctype_start(b"<?xml?>\n<!doctype f>"), Some(8));
+        assert_eq!(doctype_start(b"<f><!DOCTYPE f>"), None);
     }
 
     #[test]

