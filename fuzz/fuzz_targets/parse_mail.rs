@@ -38,5 +38,8 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(stats.decompressed_bytes <= limits.max_mail_decompressed_bytes + 1);
     assert_eq!(sink.0, outcome.rows());
-    assert!(outcome.is_usable() || !outcome.skipped.is_empty(), "silent drop");
+    assert!(
+        outcome.is_usable() || !outcome.skipped.is_empty(),
+        "silent drop"
+    );
 });
