@@ -632,8 +632,7 @@ fn date_range_is_trimmed_and_kept_as_utc_seconds() {
 #[test]
 fn element_depth_is_bounded() {
     let deep = format!("{}{}", "<x>".repeat(100), "</x>".repeat(100));
-    let p =
-        parse(report(&format!("{RECORD}")).replace("</feedback>", &format!("{deep}</feedback>")));
+    let p = parse(report(RECORD).replace("</feedback>", &format!("{deep}</feedback>")));
     let parse = p.ok();
     assert_eq!(parse.records, 1);
     assert!(
