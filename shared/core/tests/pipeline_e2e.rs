@@ -466,3 +466,22 @@ fn a_mail_announced_bigger_than_maxmailbytes_is_never_read() {
     );
     assert_eq!(q.undeleted(), 0);
 }
+
+#[test]
+fn an_unreadable_ledger_does_not_stop_the_archiving_of_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let keys = put_mails(root, &refs(&ses(&USABLE)));
+    let p = local_pipeline(root, settings());
+    p.data
+        .put("staging/ledger/0000-garbage.json", b"{not json")
+        .unwrap();
+    let q = MemQueue::new();
+    q.send_keys(&refs(&keys));
+    let s = run_all(&p, &q, &never).unwrap();
+    assert_eq!((s.archive.moved, s.archive.unreadable), (2, 1));
+    assert_eq!(
+        files(root, "staging/ledger/"),
+        ["staging/ledger/0000-garbage.json"]
+    );
+}

@@ -31,8 +31,15 @@ pub fn archive(
         let Some(bytes) = retry(&p.retry, "get ledger", || p.data.get(&obj.key))? else {
             continue;
         };
-        let ledger: Ledger =
-            serde_json::from_slice(&bytes).map_err(|e| PipelineError::corrupt(&obj.key, e))?;
+        // An unreadable ledger only delays archiving of its mails: report it, go on with others.
+        let ledger: Ledger = match serde_json::from_slice(&bytes) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(key = %obj.key, "unreadable ledger left in place: {e}");
+                summary.unreadable += 1;
+                continue;
+            }
+        };
         if !all_consumed(p, &ledger)? {
             summary.waiting += 1;
             continue;

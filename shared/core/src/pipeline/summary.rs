@@ -133,6 +133,8 @@ pub struct ArchiveSummary {
     pub ledgers: u64,
     /// Ledgers waiting for their partitions to be compacted.
     pub waiting: u64,
+    /// Ledgers that could not be read (left in place, logged as errors).
+    pub unreadable: u64,
     /// Stopped early: call again.
     pub more: bool,
 }
@@ -143,6 +145,7 @@ impl ArchiveSummary {
         self.quarantined += o.quarantined;
         self.ledgers += o.ledgers;
         self.waiting = o.waiting;
+        self.unreadable = o.unreadable;
         self.more = o.more;
     }
 }
