@@ -251,3 +251,20 @@ fn corrupt_staged_objects_are_reported_not_panicked_on() {
     assert!(matches!(e, PipelineError::Corrupt { .. }), "{e}");
     assert_eq!(e.error_type(), "BadInput");
 }
+
+#[test]
+fn a_staged_key_rewritten_with_other_reports_keeps_the_earlier_dedup_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = local_pipeline(dir.path(), settings(32));
+    stage_crafted(&p, DAY1, "a", &[("r1", 3)]);
+    compact_partition(&p, "2024-01-01").unwrap();
+    // The same batch id again, now holding one more report (e.g. a newer parser read more).
+    stage_crafted(&p, DAY1, "a", &[("r1", 3), ("r2", 4)]);
+    let s = compact_partition(&p, "2024-01-01").unwrap();
+    assert_eq!((s.rows, s.duplicates), (4, 1));
+    assert_eq!(manifests(&p, "2024-01-01").unwrap().len(), 2);
+    stage_crafted(&p, DAY1, "b", &[("r1", 3), ("r2", 4)]);
+    let s = compact_partition(&p, "2024-01-01").unwrap();
+    assert_eq!((s.rows, s.duplicates), (0, 2));
+    assert_eq!(output_rows(dir.path()).len(), 7);
+}

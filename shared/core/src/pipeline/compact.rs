@@ -222,11 +222,10 @@ fn committed_digests(p: &Pipeline, partition: &str) -> Result<HashSet<String>, P
 /// `maxrecords * 1024` rows (a big report may span files).
 fn plan(p: &Pipeline, partition: &str, piece: &[Staged], seen: &HashSet<String>) -> CommitRecord {
     let staged: Vec<String> = piece.iter().map(|s| s.key.clone()).collect();
-    let commit = hash_parts(&staged, 16);
     let per_file = p.settings.rows_per_file();
     let mut record = CommitRecord {
         v: 1,
-        commit: commit.clone(),
+        commit: String::new(),
         partition: partition.into(),
         staged,
         files: Vec::new(),
@@ -271,6 +270,11 @@ fn plan(p: &Pipeline, partition: &str, piece: &[Staged], seen: &HashSet<String>)
         }
     }
     record.files.extend(current.take());
+    // The commit id covers what is committed, not only which objects: the same staged keys
+    // rewritten with other reports (a redelivered batch parsed by a newer version) get their own
+    // manifest instead of replacing the earlier one.
+    let commit = hash_parts(record.staged.iter().chain(&record.digests), 16);
+    record.commit = commit.clone();
     for (i, f) in record.files.iter_mut().enumerate() {
         let name = hash_parts([commit.as_str(), partition, &i.to_string()], 8);
         f.key = p.layout.output_key(partition, &name);
