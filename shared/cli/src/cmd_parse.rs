@@ -108,6 +108,15 @@ fn explain(out: &mut impl Write, name: &str, outcome: &MailOutcome) -> io::Resul
         }
         return Ok(());
     }
+    if outcome.rows() == 0 {
+        let records: u64 = outcome.reports.iter().map(|r| r.records).sum();
+        let excluded: u64 = outcome.reports.iter().map(|r| r.excluded).sum();
+        writeln!(
+            out,
+            "{name}: no rows: {} report(s), {records} record(s), {excluded} excluded by --excludedispositionnone",
+            outcome.reports.len()
+        )?;
+    }
     for skipped in &outcome.skipped {
         writeln!(out, "{name}: skipped {skipped}")?;
     }

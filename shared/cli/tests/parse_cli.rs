@@ -146,6 +146,20 @@ fn exclude_disposition_none_drops_those_rows() {
 }
 
 #[test]
+fn a_report_whose_rows_are_all_excluded_is_named_but_usable() {
+    let out = parse(&["--excludedispositionnone", ACME]);
+    assert_eq!(out.status.code(), Some(0), "the input did yield a report");
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{ACME}: no rows: 1 report(s), 1 record(s), 1 excluded"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     for args in [&[][..], &["--format", "xml", ACME], &["--bogus", ACME]] {
         let out = parse(args);

@@ -4,8 +4,9 @@
 //! - [`parse_report`] reads one XML document from a `BufRead` and calls `on_record(&meta, &record)`
 //!   for each readable `<record>`, with `meta` complete (report_metadata + policy_published seen,
 //!   identity validated). Memory does not grow with the record count: one record at a time, plus
-//!   records met before the metadata, which are buffered (at most [`MAX_BUFFERED_RECORDS`] and
-//!   `limits.max_records_per_report`) until the metadata is complete.
+//!   records met before the metadata, which are buffered (at most [`MAX_BUFFERED_RECORDS`]
+//!   records, `limits.max_records_per_report`, and [`MAX_BUFFERED_BYTES`] of text) until the
+//!   metadata is complete; over that, `LimitExceeded` (`max_buffered_records`/`_bytes`).
 //! - Result: `Ok(ReportParse)` = a report was read (`records` = records passed to the callback;
 //!   `problems` = unreadable records, truncated values, a malformed/truncated tail after at least
 //!   one record). `Err(ReportError::Skip(reason))` = no report at all: `NotAReport` (empty, JSON,
@@ -59,6 +60,8 @@ const DMARC2_NAMESPACE: &[u8] = b"urn:ietf:params:xml:ns:dmarc-2.0";
 const SNIFF_BYTES: u64 = 1024;
 /// Records held while waiting for the metadata (reports that put `<record>` first).
 pub const MAX_BUFFERED_RECORDS: u64 = 65_536;
+/// Text bytes of records held while waiting for the metadata.
+pub const MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
 /// `<dkim>`, `<spf>`, `<reason>` per record and `<error>` per report kept.
 pub const MAX_REPEATED: usize = 64;
 /// Problems listed per report; more are counted in one final entry.
@@ -396,6 +399,8 @@ struct Parser<'l> {
     /// `<record>` elements opened so far (1-based index of the current one).
     records_seen: u64,
     buffered: Vec<Record>,
+    /// Text held by `buffered` (values can be large: bound the bytes, not only the count).
+    buffered_bytes: usize,
     delivered: u64,
     problems: Vec<Skipped>,
     problems_dropped: u64,
@@ -427,6 +432,7 @@ impl<'l> Parser<'l> {
             record_has_row: false,
             records_seen: 0,
             buffered: Vec::new(),
+            buffered_bytes: 0,
             delivered: 0,
             problems: Vec::new(),
             problems_dropped: 0,
@@ -777,6 +783,15 @@ impl<'l> Parser<'l> {
                 max: cap,
             });
         }
+        let size = record_text_bytes(&self.record);
+        if self.buffered_bytes.saturating_add(size) > MAX_BUFFERED_BYTES {
+            return Err(Halt::Limit {
+                limit: "max_buffered_bytes",
+                value: (self.buffered_bytes + size) as u64,
+                max: MAX_BUFFERED_BYTES as u64,
+            });
+        }
+        self.buffered_bytes += size;
         self.buffered.push(std::mem::take(&mut self.record));
         Ok(())
     }
@@ -1002,6 +1017,41 @@ fn set_last<T>(items: &mut [T], field: fn(&mut T) -> &mut String, value: &str) {
 fn put(dst: &mut String, value: &str) {
     dst.clear();
     dst.push_str(value);
+}
+
+/// Approximate heap bytes of a record's text (plus a fixed cost per entry).
+fn record_text_bytes(record: &Record) -> usize {
+    const ENTRY: usize = 64;
+    let strings = [
+        &record.source_ip,
+        &record.count,
+        &record.disposition,
+        &record.policy_dkim,
+        &record.policy_spf,
+        &record.header_from,
+        &record.envelope_from,
+        &record.envelope_to,
+    ];
+    let dkim: usize = record
+        .dkim
+        .iter()
+        .map(|d| ENTRY + d.domain.len() + d.selector.len() + d.result.len() + d.human_result.len())
+        .sum();
+    let spf: usize = record
+        .spf
+        .iter()
+        .map(|s| ENTRY + s.domain.len() + s.scope.len() + s.result.len() + s.human_result.len())
+        .sum();
+    let reasons: usize = record
+        .reasons
+        .iter()
+        .map(|r| ENTRY + r.kind.len() + r.comment.len())
+        .sum();
+    std::mem::size_of::<Record>()
+        + strings.iter().map(|s| s.len()).sum::<usize>()
+        + dkim
+        + spf
+        + reasons
 }
 
 fn clear_record(record: &mut Record) {

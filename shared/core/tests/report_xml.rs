@@ -702,3 +702,21 @@ fn dtd_with_markup_inside_entity_values_and_comments_is_skipped() {
     assert_eq!(p.ok().records, 1);
     assert_eq!(p.meta().org_name, "&gt2;");
 }
+
+#[test]
+fn records_buffered_before_metadata_are_bounded_in_bytes() {
+    // Records with large values before any metadata: buffering stops at a byte bound.
+    let limits = Limits {
+        max_field_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let big = "x".repeat(1 << 20);
+    let rec = RECORD.replace("<header_from>example.com", &format!("<header_from>{big}"));
+    let xml = format!("<feedback>{}{METADATA}</feedback>", rec.repeat(40));
+    let p = parse_with(xml.as_bytes(), &limits);
+    assert!(
+        matches!(p.skip(), SkipReason::LimitExceeded { limit, .. } if limit == "max_buffered_bytes"),
+        "{:?}",
+        p.skip()
+    );
+}
