@@ -80,6 +80,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the --move folder {}", dir.display()))?;
     }
+    let _lock = lock_output(&args.output)?;
     let settings = settings_of(&args)?;
     let bucket = input.display().to_string();
     let mut exclude = vec![args.output.clone()];
@@ -108,6 +109,28 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `local` run per output folder at a time: two would compact the same partitions at once.
+/// The OS drops the lock when the process ends, however it ends.
+fn lock_output(output: &Path) -> anyhow::Result<std::fs::File> {
+    let path = output.join(".dmarc-tsv.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another dmarc-tsv local is writing to {}; wait for it to finish",
+            output.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 fn init_logging(verbose: bool) {

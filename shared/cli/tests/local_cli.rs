@@ -264,3 +264,29 @@ fn the_same_input_gives_the_same_output_keys_and_bytes() {
     assert!(!outputs[0].is_empty());
     assert_eq!(outputs[0], outputs[1]);
 }
+
+#[test]
+fn one_run_per_output_folder_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let held = std::fs::File::create(out.join(".dmarc-tsv.lock")).unwrap();
+    held.try_lock().unwrap();
+    let samples = repo().join("samples");
+    let args = [
+        "--input",
+        samples.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    let o = local(tmp.path(), &args);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("another dmarc-tsv local"),
+        "{}",
+        stderr(&o)
+    );
+    drop(held);
+    let o = local(tmp.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
