@@ -34,7 +34,7 @@ struct Args {
 
 enum Rows<W: Write> {
     Tsv(TsvWriter<W>),
-    Csv(CsvWriter<W>),
+    Csv(Box<CsvWriter<W>>),
 }
 
 impl<W: Write> ReportSink for Rows<W> {
@@ -70,7 +70,9 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
     let stdout = io::BufWriter::new(io::stdout().lock());
     let mut rows = match args.format {
         Format::Tsv => Rows::Tsv(TsvWriter::new(stdout)),
-        Format::Csv => Rows::Csv(CsvWriter::new(stdout).context("writing the CSV header")?),
+        Format::Csv => Rows::Csv(Box::new(
+            CsvWriter::new(stdout).context("writing the CSV header")?,
+        )),
     };
     let mut stderr = io::stderr().lock();
     let mut all_usable = true;
