@@ -81,6 +81,10 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("creating the --move folder {}", dir.display()))?;
     }
     let _lock = lock_output(&args.output)?;
+    // Half-written files of a run that died; nobody else writes here while we hold the lock.
+    LocalStore::new(&args.output)
+        .remove_temp_files()
+        .with_context(|| format!("cleaning {}", args.output.display()))?;
     let settings = settings_of(&args)?;
     let bucket = input.display().to_string();
     let mut exclude = vec![args.output.clone()];

@@ -76,6 +76,31 @@ impl LocalStore {
         result
     }
 
+    /// Deletes temporary files left by writers that died mid-`put`. Only call it while no other
+    /// process writes to this folder (local mode holds a lock on the output folder).
+    pub fn remove_temp_files(&self) -> io::Result<u64> {
+        fn sweep(dir: &Path) -> io::Result<u64> {
+            let mut removed = 0;
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    removed += sweep(&entry.path())?;
+                } else if entry.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+                    fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        }
+        sweep(&self.root)
+    }
+
     /// Removes now-empty folders between a deleted file and the root (tidy output trees).
     fn prune_empty_parents(&self, path: &Path) {
         let mut dir = path.parent();
@@ -390,6 +415,13 @@ mod tests {
         s.delete("a/b/c.txt").unwrap();
         s.delete("a/b/c.txt").unwrap();
         assert!(!dir.path().join("a/b").exists(), "empty folders are pruned");
+        fs::write(dir.path().join("a/.d.1.2.dmarc-tsv-tmp"), "half").unwrap();
+        assert_eq!(
+            s.list("a/").unwrap().len(),
+            1,
+            "temporary files are never listed"
+        );
+        assert_eq!(s.remove_temp_files().unwrap(), 1);
         assert!(matches!(s.get("../x"), Err(StoreError::Permanent(_))));
         assert!(matches!(s.put("/abs", b""), Err(StoreError::Permanent(_))));
         assert!(matches!(s.put("a//b", b""), Err(StoreError::Permanent(_))));
