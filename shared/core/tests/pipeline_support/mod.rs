@@ -163,11 +163,14 @@ impl ObjectStore for FlakyStore {
     }
 }
 
-/// A pipeline on one local store (mails and data together), no retry waits.
+/// A pipeline on one local store (mails and data together), no retry waits, and a clock fixed
+/// at creation (dated folders cannot change under a test at midnight).
 pub fn local_pipeline(root: &Path, settings: Settings) -> Pipeline {
-    Pipeline::single_store(settings, Arc::new(LocalStore::new(root)))
+    let mut p = Pipeline::single_store(settings, Arc::new(LocalStore::new(root)))
         .unwrap()
-        .with_retry(RetryPolicy::none())
+        .with_retry(RetryPolicy::none());
+    p.fixed_time = Some(p.now());
+    p
 }
 
 pub fn identity(report_id: &str, begin: i64) -> ReportIdentity {
