@@ -314,6 +314,20 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_body_is_classified_without_panicking(body in ".{0,300}") {
+            let _ = parse_body(&body);
+        }
+
+        #[test]
+        fn any_key_survives_encoding(key in "\\PC{1,80}") {
+            proptest::prop_assert_eq!(decode_key(&encode_key(&key)), key.clone());
+            let body = synthetic_s3_event("b", &key, None);
+            proptest::prop_assert_eq!(mails(&body)[0].key.clone(), key);
+        }
+    }
+
     #[test]
     fn synthetic_events_round_trip() {
         let body = synthetic_s3_event("/in dir", "sub dir/ré+port.xml", Some(7));
