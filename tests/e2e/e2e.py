@@ -311,7 +311,9 @@ class Lambdas:
     reports that as `Runtime.ExitError`) and the next invoke gets a fresh process.
     """
 
-    EXITED = re.compile(r"command exited code=(\d+)")
+    # cargo lambda's own line, and the core's line before an abort failpoint exits (cargo lambda
+    # sometimes loses the process-exit event when its file watcher overflows).
+    EXITED = re.compile(r"command exited code=(\d+)|failpoint \S+: aborting \(exit (\d+)\)")
 
     def __init__(self, tools: Tools, work: Path, name: str, env: dict[str, str], release: bool = False):
         self.release = release
@@ -355,12 +357,17 @@ class Lambdas:
             except OSError:
                 continue
             offset += len(chunk)
-            codes = [int(c) for c in self.EXITED.findall(chunk.decode("utf-8", "replace"))]
-            if codes and not self._stopping.is_set():
-                self.crashes.extend(codes)
-                log(f"[{self.name}] a function process exited with {codes}: restarting cargo lambda watch")
-                self.service.stop()
-                self._start()
+            found = self.EXITED.findall(chunk.decode("utf-8", "replace"))
+            if not found or self._stopping.is_set():
+                continue
+            codes = sorted({int(a or b) for a, b in found})
+            self.crashes.extend(codes)
+            log(f"[{self.name}] a function process exited ({codes}): restarting cargo lambda watch")
+            time.sleep(0.5)  # let the dying process finish exiting
+            self.service.stop()
+            # Lines the old server wrote while stopping belong to the same crash.
+            offset = self.log_path.stat().st_size
+            self._start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -386,11 +393,14 @@ class Outcome:
 
 
 def execute(tools: Tools, asl: Path, lambdas: Lambdas, events: Path, timeout: int) -> tuple[bool, dict | str]:
-    result = subprocess.run(
-        [tools.node, str(HERE / "sfn.mjs"), "--asl", str(asl), "--lambda-endpoint", lambdas.endpoint,
-         "--events", str(events)],
-        capture_output=True, text=True, timeout=timeout, cwd=HERE,
-    )
+    try:
+        result = subprocess.run(
+            [tools.node, str(HERE / "sfn.mjs"), "--asl", str(asl), "--lambda-endpoint", lambdas.endpoint,
+             "--events", str(events)],
+            capture_output=True, text=True, timeout=timeout, cwd=HERE,
+        )
+    except subprocess.TimeoutExpired:
+        raise HarnessError(f"the execution did not end within {timeout}s; see {events} and {lambdas.log_path}")
     if result.returncode == 0:
         return True, json.loads(result.stdout.strip().splitlines()[-1])
     if result.returncode == 1:
@@ -697,7 +707,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compactrows", default="3000", help="DMARC_COMPACTROWS (small: partitions take several compaction calls)")
     p.add_argument("--visibility", type=int, default=20,
                    help="DMARC_SQSPROCESSINGTIME: seconds before messages of a crashed ingest are redelivered")
-    p.add_argument("--timeout", type=int, default=900, help="seconds per execution")
+    p.add_argument("--timeout", type=int, default=600, help="seconds per execution")
     p.add_argument("--release", action="store_true", help="build and serve release binaries (volume runs)")
     p.add_argument("--cost-doc", type=Path, help="write the clean run's measured requests and cost into this markdown file")
     p.add_argument("--summary", type=Path, help="write a JSON summary (timings, invocations) here")
