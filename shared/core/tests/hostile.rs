@@ -352,6 +352,17 @@ fn oversized_mail_is_refused_before_parsing() {
     assert_eq!(stats.decompressed_bytes, 0);
 }
 
+/// Found by cargo-fuzz: this multipart makes mail-parser 0.11 hit a `debug_assert!` ("Invalid part
+/// ID") when debug assertions are on (as in this test build). `parse_mail` must still return,
+/// with a reason, never unwind into the caller.
+#[test]
+fn fuzz_regression_mail_parser_debug_assert_is_contained() {
+    let input = b"Au\nContent-type: multipart/mxed;\n\tboundary=\"B_3622128044_155770608\"\n\n> ThisR\n--B_3622128044_155770608\nContent-type: message/rfc822\nt\n\n6770608\nContent-type: message/rfc822\n\n\n--B_3622128044_155770608--\n\n";
+    let (outcome, _) = parse_with(input, Limits::default());
+    assert!(!outcome.is_usable());
+    assert!(!outcome.skipped.is_empty());
+}
+
 // ---- property test: mutated real mails ----------------------------------------------------------
 
 fn seeds() -> Vec<Vec<u8>> {
