@@ -116,6 +116,7 @@ struct ThroughputJson {
     rows: u64,
     unusable_mails: u64,
     seconds: f64,
+    cpu_seconds: Option<f64>,
 }
 
 impl From<&Throughput> for ThroughputJson {
@@ -127,17 +128,22 @@ impl From<&Throughput> for ThroughputJson {
             rows: t.rows,
             unusable_mails: t.unusable_mails,
             seconds: t.seconds,
+            cpu_seconds: t.cpu_seconds,
         }
     }
 }
 
 impl ThroughputJson {
     fn rate(&self, count: u64) -> f64 {
-        if self.seconds > 0.0 {
-            count as f64 / self.seconds
-        } else {
-            0.0
-        }
+        rate(count, self.seconds)
+    }
+}
+
+fn rate(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
     }
 }
 
@@ -356,6 +362,13 @@ fn print_set(label: &str, m: &Measured, rss_note: Option<&str>) {
         t.rows,
         t.seconds
     );
+    if let Some(cpu) = t.cpu_seconds {
+        println!(
+            "    CPU {cpu:.3} s: {:.0} reports/s, {:.0} records/s per CPU-second",
+            rate(t.reports, cpu),
+            rate(t.rows, cpu)
+        );
+    }
     println!(
         "    {:.0} reports/s  {:.0} records/s  {:.1} MB/s of mail{}",
         t.rate(t.reports),
