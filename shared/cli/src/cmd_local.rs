@@ -35,8 +35,9 @@ use indicatif::{ProgressBar, ProgressStyle};
                   are left in place unless --move is given."
 )]
 struct Args {
-    /// Folder of mails or report files (default: ./samples, the bundled sample reports).
-    #[arg(long, value_name = "DIR")]
+    /// Folder of mails or report files, or one such file (default: ./samples, the bundled
+    /// sample reports).
+    #[arg(long, value_name = "PATH")]
     input: Option<PathBuf>,
     /// Output folder (dmarc/, quarantine/, state/ go inside).
     #[arg(long, value_name = "DIR", default_value = "dmarc-output")]
@@ -73,7 +74,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(args.verbose);
-    let input = resolve_input(args.input.as_deref())?;
+    let Input { dir: input, file } = resolve_input(args.input.as_deref())?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating the output folder {}", args.output.display()))?;
     if let Some(dir) = &args.move_dir {
@@ -89,8 +90,11 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
     let bucket = input.display().to_string();
     let mut exclude = vec![args.output.clone()];
     exclude.extend(args.move_dir.clone());
-    let queue = DirQueue::new(&input, &bucket, &exclude)
-        .with_context(|| format!("listing {}", input.display()))?;
+    let queue = match &file {
+        Some(name) => DirQueue::single(&input, &bucket, name),
+        None => DirQueue::new(&input, &bucket, &exclude),
+    }
+    .with_context(|| format!("listing {}", input.display()))?;
     let hooks = Arc::new(CliHooks::new(queue.total()));
     let pipeline = build_pipeline(
         &args,
@@ -154,7 +158,13 @@ fn init_logging(verbose: bool) {
         .try_init();
 }
 
-fn resolve_input(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+/// The input folder, and the one file to read when `--input` names a file.
+struct Input {
+    dir: PathBuf,
+    file: Option<String>,
+}
+
+fn resolve_input(given: Option<&Path>) -> anyhow::Result<Input> {
     let path = match given {
         Some(p) => p.to_path_buf(),
         None => {
@@ -168,10 +178,27 @@ fn resolve_input(given: Option<&Path>) -> anyhow::Result<PathBuf> {
             p
         }
     };
-    if !path.is_dir() {
-        bail!("--input {} is not a folder", path.display());
+    if path.is_dir() {
+        return Ok(Input {
+            dir: path,
+            file: None,
+        });
     }
-    Ok(path)
+    if !path.is_file() {
+        bail!("--input {}: no such file or folder", path.display());
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("--input names no file")?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(Input {
+        dir,
+        file: Some(name),
+    })
 }
 
 fn settings_of(args: &Args) -> anyhow::Result<Settings> {

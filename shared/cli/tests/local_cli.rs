@@ -290,3 +290,29 @@ fn one_run_per_output_folder_at_a_time() {
     let o = local(tmp.path(), &args);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn input_may_name_one_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let file = repo().join("samples/google-20-records.xml.gz");
+    let o = local(
+        tmp.path(),
+        &[
+            "--input",
+            file.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("mails 1,"), "{}", stderr(&o));
+    assert_eq!(rows(&out, "tsv").len(), 20);
+    let o = local(tmp.path(), &["--input", "no-such-thing"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no such file or folder"),
+        "{}",
+        stderr(&o)
+    );
+}

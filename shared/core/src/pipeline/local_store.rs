@@ -265,6 +265,16 @@ impl DirQueue {
         let mut found = Vec::new();
         collect_inputs(input, "", exclude, &mut found)?;
         found.sort();
+        Self::from_found(input, bucket, found)
+    }
+
+    /// One file of `input` (its name relative to the folder), e.g. `dmarc-tsv local --input x.eml`.
+    pub fn single(input: &Path, bucket: &str, name: &str) -> io::Result<DirQueue> {
+        let size = fs::metadata(input.join(name))?.len();
+        Self::from_found(input, bucket, vec![(name.to_string(), size)])
+    }
+
+    fn from_found(input: &Path, bucket: &str, found: Vec<(String, u64)>) -> io::Result<DirQueue> {
         let mbox = MboxIndex::default();
         let mut files = Vec::with_capacity(found.len());
         for (key, size) in found {
