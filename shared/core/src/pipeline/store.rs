@@ -1,5 +1,5 @@
 //! The object store the pipeline runs on: S3 in AWS (`dmarc-tsv-aws`), a folder locally
-//! ([`LocalStore`]). Keys are `/`-separated; the trait is synchronous (adapters block on their
+//! ([`LocalStore`](super::LocalStore)). Keys are `/`-separated; the trait is synchronous (adapters block on their
 //! runtime), small, and every error says whether a retry may help.
 
 use crate::error::Severity;
