@@ -1130,28 +1130,34 @@ struct Input<R: BufRead> {
 type Prefixed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
 
 enum Source<R: BufRead> {
-    Utf8(Prefixed<R>),
+    /// Already UTF-8: read straight from the caller's reader (its prefix is in `head`).
+    Utf8(R),
     Transcoded(Transcoder<Prefixed<R>>),
 }
 
 impl<R: BufRead> Input<R> {
-    /// Reads a small prefix to find the encoding, then chains it back in front of the rest.
+    /// Reads a small prefix to find the encoding; it is served again before the rest.
     fn open(mut reader: R, budget: usize) -> io::Result<Self> {
         let mut prefix = Vec::with_capacity(SNIFF_BYTES as usize);
         (&mut reader).take(SNIFF_BYTES).read_to_end(&mut prefix)?;
         let (encoding, skip) = sniff_encoding(&prefix);
-        let mut cursor = io::Cursor::new(prefix);
-        cursor.set_position(skip as u64);
-        let chained = cursor.chain(reader);
-        let source = match encoding {
-            None => Source::Utf8(chained),
-            Some(encoding) => Source::Transcoded(Transcoder::new(
-                chained,
-                encoding.new_decoder_without_bom_handling(),
-            )),
+        let (head, source) = match encoding {
+            None => {
+                prefix.drain(..skip);
+                (prefix, Source::Utf8(reader))
+            }
+            Some(encoding) => {
+                let mut cursor = io::Cursor::new(prefix);
+                cursor.set_position(skip as u64);
+                let decoder = encoding.new_decoder_without_bom_handling();
+                (
+                    Vec::new(),
+                    Source::Transcoded(Transcoder::new(cursor.chain(reader), decoder)),
+                )
+            }
         };
         let mut input = Input {
-            head: Vec::new(),
+            head,
             head_pos: 0,
             source,
             consumed: 0,
