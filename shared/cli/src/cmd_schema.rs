@@ -49,7 +49,14 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
         let Some(bucket) = args.bucket.as_deref() else {
             anyhow::bail!("--athena needs --bucket");
         };
-        athena_ddl(&args.database, &args.table, bucket, &args.prefix)?
+        match athena_ddl(&args.database, &args.table, bucket, &args.prefix) {
+            Ok(ddl) => ddl,
+            Err(err) => {
+                // A name that cannot go into DDL is a usage error.
+                eprintln!("dmarc-tsv schema: {err:#}");
+                return Ok(ExitCode::from(2));
+            }
+        }
     } else {
         column_lines()
     };

@@ -142,7 +142,14 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn unsafe_names_are_refused() {
-    let out = run(&["--athena", "--bucket", "b", "--table", "x`; DROP TABLE y"]);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(out.stdout.is_empty());
+    for args in [
+        &["--athena", "--bucket", "b", "--table", "x`; DROP TABLE y"][..],
+        &["--athena", "--bucket", "b'; --"],
+        &["--athena", "--bucket", "b", "--prefix", "x' --"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("dmarc-tsv schema: "));
+    }
 }
