@@ -64,6 +64,8 @@ pub const MAX_BUFFERED_RECORDS: u64 = 65_536;
 pub const MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
 /// `<dkim>`, `<spf>`, `<reason>` per record and `<error>` per report kept.
 pub const MAX_REPEATED: usize = 64;
+/// Longest element name accepted (DMARC names are short; this bounds quick-xml's name stack).
+const MAX_NAME_BYTES: usize = 1024;
 /// Problems listed per report; more are counted in one final entry.
 const MAX_PROBLEMS: usize = 100;
 
@@ -492,6 +494,15 @@ impl<'l> Parser<'l> {
                 limit: "max_xml_depth",
                 value: self.stack.len() as u64 + 1,
                 max: u64::from(self.limits.max_xml_depth),
+            });
+        }
+        // quick-xml keeps every open element's name to check end tags: bound them too.
+        let name_len = start.name().as_ref().len();
+        if name_len > MAX_NAME_BYTES {
+            return Err(Halt::Limit {
+                limit: "max_element_name_bytes",
+                value: name_len as u64,
+                max: MAX_NAME_BYTES as u64,
             });
         }
         let local = start.local_name();

@@ -720,3 +720,13 @@ fn records_buffered_before_metadata_are_bounded_in_bytes() {
         p.skip()
     );
 }
+
+#[test]
+fn absurdly_long_element_names_are_refused() {
+    let name = "n".repeat(5000);
+    let xml = format!("<feedback><{name}>x</{name}></feedback>");
+    assert!(matches!(
+        parse(xml).skip(),
+        SkipReason::LimitExceeded { limit, .. } if limit == "max_element_name_bytes"
+    ));
+}
