@@ -830,6 +830,15 @@ impl Walker<'_> {
                 return Ok(());
             }
         };
+        let files = archive
+            .file_names()
+            .filter(|name| !name.ends_with('/') && !name.ends_with('\\'))
+            .count();
+        if files == 0 {
+            let detail = "zip archive without files".to_string();
+            self.skip(location, SkipReason::NotAReport { detail });
+            return Ok(());
+        }
         let max_members = self.limits.max_zip_members as usize;
         for index in 0..archive.len() {
             if index >= max_members {

@@ -363,6 +363,24 @@ fn fuzz_regression_mail_parser_debug_assert_is_contained() {
     assert!(!outcome.skipped.is_empty());
 }
 
+/// Found by cargo-fuzz: an empty zip (only an end-of-directory record) gave nothing and said
+/// nothing. So does a zip holding only directories.
+#[test]
+fn fuzz_regression_zip_without_files_says_why() {
+    let empty = b"PK\x05\x06\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let (outcome, _) = parse_with(empty, Limits::default());
+    assert_eq!(
+        outcome.skipped[0].reason,
+        SkipReason::NotAReport {
+            detail: "zip archive without files".into()
+        }
+    );
+    let dirs_only = zip(&[("a/", b""), ("a/b/", b"")]);
+    let (outcome, _) = parse_with(&dirs_only, Limits::default());
+    assert_eq!(outcome.skipped.len(), 1);
+    assert_eq!(outcome.skipped[0].location, "file");
+}
+
 // ---- property test: mutated real mails ----------------------------------------------------------
 
 fn seeds() -> Vec<Vec<u8>> {
