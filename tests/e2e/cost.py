@@ -97,8 +97,14 @@ def markdown(m: dict, label: str) -> str:
     for api in ("get", "put", "copy", "list", "delete", "head"):
         lines.append(f"| S3 {api.upper()} | {s3.get(api, 0):,} | {per_report(m, s3.get(api, 0))} |")
     lines.append(f"| S3 PUT by SES (one per mail, not counted by the Lambdas) | {m['mails']:,} | {per_report(m, m['mails'])} |")
-    for api in ("receive", "empty_receive", "delete_batch", "get_queue_url"):
-        lines.append(f"| SQS {api} | {sqs.get(api, 0):,} | {per_report(m, sqs.get(api, 0))} |")
+    labels = {
+        "receive": "SQS ReceiveMessage",
+        "empty_receive": "… of which empty polls",
+        "delete_batch": "SQS DeleteMessageBatch",
+        "get_queue_url": "SQS GetQueueUrl",
+    }
+    for api, label in labels.items():
+        lines.append(f"| {label} | {sqs.get(api, 0):,} | {per_report(m, sqs.get(api, 0))} |")
     lines.append(f"| SQS SendMessage by the S3 event | {m['mails']:,} | {per_report(m, m['mails'])} |")
     lines.append(f"| Step Functions transitions | {m['transitions']:,} | {per_report(m, m['transitions'])} |")
     lines.append(f"| Lambda invocations | {m['invocations']:,} | {per_report(m, m['invocations'])} |")
