@@ -105,7 +105,7 @@ pub fn parse_report<R: BufRead>(
     config.trim_text(false);
     config.check_end_names = true;
     config.expand_empty_elements = false;
-    // `AT&T` in a comment is kept as written instead of failing the whole report.
+    // A stray `&` (`AT&T`) in a value is kept as written instead of failing the report.
     config.allow_dangling_amp = true;
 
     let mut parser = Parser::new(limits);
