@@ -120,6 +120,26 @@ fn every_fixture_matches_its_golden_files() {
             }
         }
     }
+    let expected: std::collections::BTreeSet<PathBuf> = files
+        .iter()
+        .flat_map(|f| {
+            ["tsv", "skipped.txt"].map(|suffix| golden_dir().join(format!("{f}.{suffix}")))
+        })
+        .collect();
+    for stale in files_under(&golden_dir()) {
+        if !expected.contains(&stale) {
+            if update {
+                std::fs::remove_file(&stale).expect("remove stale golden file");
+            } else {
+                failed += 1;
+                let _ = writeln!(
+                    failures,
+                    "stale golden file (not in inventory): {}",
+                    stale.display()
+                );
+            }
+        }
+    }
     assert!(
         failed == 0,
         "{failed} golden file(s) differ (rerun with UPDATE_GOLDEN=1 after reviewing):\n{failures}"
@@ -163,6 +183,25 @@ fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
         } else {
             out.push(haystack[i]);
             i += 1;
+        }
+    }
+    out
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path);
+            }
         }
     }
     out
