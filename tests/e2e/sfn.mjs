@@ -33,7 +33,7 @@ function fail(message) {
 }
 
 /** `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]` or a bare name -> NAME. */
-export function functionName(resource) {
+function functionName(resource) {
   const match = /^arn:aws[\w-]*:lambda:[^:]*:[^:]*:function:([^:]+)(:.+)?$/.exec(resource);
   if (match) return match[1];
   if (/^[A-Za-z0-9_-]+$/.test(resource)) return resource;
@@ -41,7 +41,7 @@ export function functionName(resource) {
 }
 
 /** Every Task state, at any depth (Map ItemProcessor/Iterator, Parallel branches). */
-export function taskStates(definition, found = []) {
+function taskStates(definition, found = []) {
   for (const [name, state] of Object.entries(definition.States ?? {})) {
     if (state.Type === 'Task') found.push([name, state]);
     if (state.Type === 'Map') taskStates(state.ItemProcessor ?? state.Iterator ?? {}, found);
