@@ -730,3 +730,41 @@ fn absurdly_long_element_names_are_refused() {
         SkipReason::LimitExceeded { limit, .. } if limit == "max_element_name_bytes"
     ));
 }
+
+fn identity_of(xml: &str) -> dmarc_tsv_core::ReportIdentity {
+    let meta = parse(xml).meta().clone();
+    dmarc_tsv_core::ReportIdentity {
+        org_name: meta.org_name,
+        report_id: meta.report_id,
+        policy_domain: meta.policy.domain,
+        begin: meta.begin,
+        end: meta.end,
+    }
+}
+
+#[test]
+fn same_report_id_on_consecutive_days_is_a_different_report() {
+    // Google and Mimecast reuse one report_id for consecutive days.
+    let day1 = report(RECORD);
+    let day2 = day1
+        .replace("<begin>1700000000</begin>", "<begin>1700086400</begin>")
+        .replace("<end>1700086399</end>", "<end>1700172799</end>");
+    assert_ne!(identity_of(&day1).digest(), identity_of(&day2).digest());
+    assert_eq!(identity_of(&day2).partition(), "2023-11-15");
+    // The same report re-sent with different case/whitespace in names is the same report.
+    let resent = day1.replace("Example Org", " example org ").replace(
+        "<domain>example.com</domain><adkim>",
+        "<domain>EXAMPLE.COM</domain><adkim>",
+    );
+    assert_eq!(identity_of(&day1).digest(), identity_of(&resent).digest());
+}
+
+#[test]
+fn end_at_next_midnight_is_kept_as_given() {
+    let xml = report(RECORD).replace("<end>1700086399</end>", "<end>1700092800</end>");
+    let meta = parse(xml).meta().clone();
+    assert_eq!(
+        dmarc_tsv_core::model::utc_datetime(meta.end),
+        "2023-11-16 00:00:00"
+    );
+}
