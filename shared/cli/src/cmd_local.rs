@@ -201,6 +201,9 @@ fn resolve_input(given: Option<&Path>) -> anyhow::Result<Input> {
     })
 }
 
+/// Mails staged together by `local` (one staged object per partition per batch).
+const LOCAL_STAGE_BATCH: u32 = 1000;
+
 fn settings_of(args: &Args) -> anyhow::Result<Settings> {
     let mut s = Settings {
         maxrecords: args.maxrecords,
@@ -209,6 +212,8 @@ fn settings_of(args: &Args) -> anyhow::Result<Settings> {
         verbose: args.verbose,
         // Local files are all listed at once: one empty poll means done.
         emptypolls: 1,
+        // No SQS batch limit here: stage many mails per staged object (fewer files, fuller pieces).
+        stagebatch: LOCAL_STAGE_BATCH,
         ..Settings::default()
     };
     if let Some(rows) = args.compactrows {

@@ -133,6 +133,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         Kind::Value,
         "Staged rows read by one compaction step (bounds memory).",
     ),
+    (
+        "stagebatch",
+        Kind::Value,
+        "Messages gathered over several polls and staged together (1-10000): fewer, larger staged objects, fewer PUTs, fuller output files.",
+    ),
 ];
 
 /// Settings with no default: the run cannot start without them.
@@ -251,6 +256,7 @@ fn setting_text(s: &Settings, flag: &str) -> String {
         "maxmailbytes" => s.maxmailbytes.to_string(),
         "maxattachmentbytes" => s.maxattachmentbytes.to_string(),
         "compactrows" => s.compactrows.to_string(),
+        "stagebatch" => s.stagebatch.to_string(),
         _ => String::new(),
     }
 }

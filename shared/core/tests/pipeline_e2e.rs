@@ -59,6 +59,8 @@ fn ses(names: &[&str]) -> Vec<String> {
 fn settings() -> Settings {
     Settings {
         pollmessages: 4,
+        // One batch per poll, so batch boundaries are easy to assert.
+        stagebatch: 4,
         emptypolls: 1,
         move_prefix: "archive".into(),
         ..Settings::default()
@@ -74,6 +76,30 @@ fn all_fixtures() -> Vec<String> {
 
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn messages_of_several_polls_are_staged_as_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let fixtures = all_fixtures();
+    let keys = put_mails(root, &refs(&fixtures));
+    let p = local_pipeline(
+        root,
+        Settings {
+            stagebatch: 8,
+            ..settings()
+        },
+    );
+    let q = MemQueue::new();
+    q.send_keys(&refs(&keys));
+
+    let s = drain(&p, &q, &never).unwrap();
+    assert_eq!((s.mails, s.reports, s.rows), (9, 5, 8));
+    // Polls of 4: 4+4 reach the batch size of 8, the last message is staged when the queue is dry.
+    assert_eq!(s.batches, 2);
+    assert_eq!(files(root, "staging/ledger/").len(), 2);
+    assert_eq!(q.undeleted(), 0);
 }
 
 #[test]

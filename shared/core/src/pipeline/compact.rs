@@ -23,10 +23,12 @@ use crate::writer::{CsvWriter, Format, RowWriter, TsvWriter};
 
 /// Partitions returned by one plan call (Step Functions fans out over them).
 pub const MAX_PARTITIONS_PER_PLAN: usize = 500;
-/// Staged objects read by one compaction call, whatever their rows.
-pub const MAX_OBJECTS_PER_PIECE: usize = 1000;
+/// Staged objects read by one compaction call, whatever their rows. High enough that pieces are
+/// bounded by `compactrows` (full output files) rather than by many small staged objects; the
+/// commit record lists them all (~100 bytes each).
+pub const MAX_OBJECTS_PER_PIECE: usize = 20_000;
 /// Compressed staged bytes held by one compaction call (keeps Lambda memory bounded).
-pub const MAX_PIECE_BYTES: u64 = 512 << 20;
+pub const MAX_PIECE_BYTES: u64 = 256 << 20;
 
 /// Rows of one staged report that go into one output file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,6 +44,10 @@ pub struct Settings {
     pub maxattachmentbytes: u64,
     /// Rows read by one compaction call (a bounded piece of one partition).
     pub compactrows: u64,
+    /// Messages gathered (over several polls) before their mails are staged together: one staged
+    /// object per partition per batch, so larger batches mean fewer, larger staged objects (fewer
+    /// PUTs, fuller compaction pieces). Messages stay invisible (`sqsprocessingtime`) meanwhile.
+    pub stagebatch: u32,
 }
 
 impl Default for Settings {
@@ -72,6 +76,7 @@ impl Default for Settings {
             maxmailbytes: limits.max_mail_bytes,
             maxattachmentbytes: limits.max_attachment_bytes,
             compactrows: 262_144,
+            stagebatch: 100,
         }
     }
 }
@@ -126,6 +131,7 @@ impl Settings {
         "maxmailbytes",
         "maxattachmentbytes",
         "compactrows",
+        "stagebatch",
     ];
 
     /// The environment variable of a flag: `DMARC_` + upper-case name.
@@ -175,6 +181,7 @@ impl Settings {
             "maxmailbytes" => self.maxmailbytes = parse_num(name, v)?,
             "maxattachmentbytes" => self.maxattachmentbytes = parse_num(name, v)?,
             "compactrows" => self.compactrows = parse_num(name, v)?,
+            "stagebatch" => self.stagebatch = parse_num(name, v)?,
             _ => return Err(SettingsError::new("unknown", flag, "a known flag")),
         }
         Ok(())
@@ -208,6 +215,7 @@ impl Settings {
         range("maxmailbytes", self.maxmailbytes, 1, 5 << 30)?;
         range("maxattachmentbytes", self.maxattachmentbytes, 1, 16 << 30)?;
         range("compactrows", self.compactrows, 1, 100_000_000)?;
+        range("stagebatch", self.stagebatch.into(), 1, 10_000)?;
         let prefixes = [
             ("incomingprefix", &self.incomingprefix),
             ("stagingprefix", &self.stagingprefix),

@@ -72,6 +72,7 @@ pub fn drain(
     };
     let mut total = StageSummary::default();
     let mut empty_polls = 0;
+    let mut pending: Vec<Message> = Vec::new();
     loop {
         if should_stop() {
             total.more = true;
@@ -79,15 +80,27 @@ pub fn drain(
         }
         let messages = retry(&p.retry, "receive", || queue.receive(&opts))?;
         hit("stage.after_receive")?;
-        if messages.is_empty() {
+        let empty = messages.is_empty();
+        pending.extend(messages);
+        // Stage once enough messages are gathered, or as soon as the queue runs dry: one staged
+        // object per partition per batch, so a larger batch means fewer PUTs and fuller pieces.
+        if !pending.is_empty() && (empty || pending.len() >= p.settings.stagebatch as usize) {
+            let batch = ingest_batch(p, queue, &std::mem::take(&mut pending))?;
+            total.add(&batch);
+            p.hooks.batch_done(&total);
+        }
+        if empty {
             empty_polls += 1;
             if empty_polls >= p.settings.emptypolls {
                 break;
             }
-            continue;
+        } else {
+            empty_polls = 0;
         }
-        empty_polls = 0;
-        let batch = ingest_batch(p, queue, &messages)?;
+    }
+    if !pending.is_empty() {
+        // Stopped (deadline) with messages in hand: stage them rather than let them time out.
+        let batch = ingest_batch(p, queue, &pending)?;
         total.add(&batch);
         p.hooks.batch_done(&total);
     }
