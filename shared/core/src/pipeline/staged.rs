@@ -164,9 +164,12 @@ pub fn assemble(
         partition: partition.into(),
         reports,
     };
+    // Serialise first, compress once: serde_json writes many tiny pieces, and every write into
+    // an unbuffered GzEncoder costs a compressor call.
+    let mut json = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
+    json.push(b'\n');
     let mut gz = deterministic_gzip();
-    serde_json::to_writer(&mut gz, &header).map_err(std::io::Error::other)?;
-    gz.write_all(b"\n")?;
+    gz.write_all(&json)?;
     let mut out = gz.finish()?;
     out.extend_from_slice(rows_members);
     Ok(out)
