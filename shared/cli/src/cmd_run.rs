@@ -9,6 +9,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use dmarc_tsv_aws::{S3Requests, S3Store, SqsQueue, SqsRequests};
@@ -364,8 +365,10 @@ fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::new(settings, Arc::new(data.clone()), mail_store_resolver(&data))?;
 
     // The core blocks on the adapters' runtime: call it here, on the main thread.
-    // No deadline: the cron job runs until the queue is drained and everything is compacted.
-    let result = run_all(&pipeline, &queue, &|| false);
+    // No deadline: the cron job runs until the queue is drained and everything is compacted,
+    // or until SIGTERM/SIGINT (Kubernetes' activeDeadlineSeconds, a Ctrl-C) asks it to stop.
+    let stop = stop_on_signal(&runtime);
+    let result = run_all(&pipeline, &queue, &|| stop.load(Ordering::Relaxed));
     let requests = Requests::new(data.requests(), queue.requests());
     log_requests(&requests);
     match result {
@@ -382,6 +385,39 @@ fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             tracing::error!(error_type = err.error_type(), "run failed: {err}");
             Ok(failure_code(err.is_transient()))
         }
+    }
+}
+
+/// A flag raised by the first SIGTERM or SIGINT. The pipeline checks it between steps and stops
+/// at the next safe point (messages in hand are staged first); whatever is left is picked up by
+/// the next run, so the exit status is the "try again" one. A second signal still kills.
+fn stop_on_signal(runtime: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    runtime.spawn(async move {
+        if wait_for_stop_signal().await {
+            tracing::warn!("stop requested: finishing the current step, then exiting");
+            flag.store(true, Ordering::Relaxed);
+            // The handler stays installed: a second signal ends the process here, at once.
+            let _ = wait_for_stop_signal().await;
+            std::process::exit(130);
+        }
+    });
+    stop
+}
+
+/// Waits for SIGTERM or SIGINT; `false` when signals cannot be watched.
+async fn wait_for_stop_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return false;
+    };
+    tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => true,
     }
 }
 
@@ -427,7 +463,10 @@ fn log_requests(requests: &Requests) {
 /// alerts; a later run (or the dead-letter queue) takes them over. Messages that name no mail
 /// we understand (`foreign`) are not the run's failure: they are only logged.
 fn exit_code_of(summary: &RunSummary) -> ExitCode {
-    if summary.stage.left_for_retry > 0 {
+    if summary.more {
+        tracing::warn!("stopped before the queue was drained and compacted: run again to finish");
+        ExitCode::from(EXIT_TRANSIENT)
+    } else if summary.stage.left_for_retry > 0 {
         tracing::error!(
             left_for_retry = summary.stage.left_for_retry,
             "some mails could not be read; their messages stay on the queue"

@@ -332,3 +332,74 @@ fn unreadable_mails_fail_the_run_with_75_and_stay_queued_but_foreign_messages_do
         aws.keys("")
     );
 }
+
+/// SIGTERM (a Kubernetes deadline, a Ctrl-C) stops a run at the next safe point: messages in hand
+/// are staged, the summary is printed and the exit status says "run again" (75). A later run
+/// finishes the work.
+#[test]
+fn sigterm_stops_a_run_cleanly_and_the_next_run_finishes() {
+    let moto = MotoServer::start();
+    let aws = Aws::setup(&moto, BUCKET, QUEUE);
+    for (fixture, key) in GOOD {
+        aws.upload(fixture, key);
+    }
+    // So many empty polls allowed that, unstopped, the run would poll for ~15 minutes.
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "-bucket=dmarc-data",
+            "-bucketregion=us-east-1",
+            "-sqs",
+            QUEUE,
+        ])
+        .args(["-sqsregion=us-east-1", "-polltimeout=1", "-emptypolls=900"])
+        .envs(moto.env())
+        .env_remove("DMARC_FAILPOINT")
+        .env_remove("DMARC_LOG_FORMAT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dmarc-tsv run");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().expect("wait for dmarc-tsv run");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "a stopped run ends at the next poll, not after its empty polls: {log}"
+    );
+    assert_eq!(output.status.code(), Some(75), "{log}");
+    assert!(log.contains("stop requested"), "{log}");
+    let summary = summary_of(&output);
+    assert_eq!(
+        summary["summary"]["more"],
+        serde_json::json!(true),
+        "{summary}"
+    );
+
+    // The next run compacts what the stopped one staged: every good row lands, once.
+    let second = Command::new(BIN)
+        .args([
+            "run",
+            "-bucket=dmarc-data",
+            "-bucketregion=us-east-1",
+            "-sqs",
+            QUEUE,
+        ])
+        .args(["-sqsregion=us-east-1", "-polltimeout=1", "-emptypolls=1"])
+        .envs(moto.env())
+        .env_remove("DMARC_FAILPOINT")
+        .output()
+        .expect("spawn second run");
+    assert_success(&second, &moto, "second run");
+    let mut expected = Vec::new();
+    for (fixture, _) in GOOD {
+        expected.extend(parsed_rows(fixture));
+    }
+    assert_eq!(multiset(&output_rows(&aws)), multiset(&expected));
+}
