@@ -708,6 +708,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--visibility", type=int, default=20,
                    help="DMARC_SQSPROCESSINGTIME: seconds before messages of a crashed ingest are redelivered")
     p.add_argument("--timeout", type=int, default=600, help="seconds per execution")
+    p.add_argument("--no-build", action="store_true", help="use the binaries already in target/ (cargo lambda watch still runs `cargo run`)")
     p.add_argument("--release", action="store_true", help="build and serve release binaries (volume runs)")
     p.add_argument("--cost-doc", type=Path, help="write the clean run's measured requests and cost into this markdown file")
     p.add_argument("--summary", type=Path, help="write a JSON summary (timings, invocations) here")
@@ -722,8 +723,11 @@ def main() -> int:
     tools = Tools.find(args.venv)
 
     profile = ["--release"] if args.release else []
-    log(f"building the Lambdas and the CLI ({'release' if args.release else 'debug'})")
-    run(["cargo", "build", "--quiet", *profile, "-p", INGEST, "-p", COMPACT, "-p", "dmarc-tsv"], cwd=ROOT)
+    if args.no_build:
+        log("using the binaries already built in target/ (--no-build)")
+    else:
+        log(f"building the Lambdas and the CLI ({'release' if args.release else 'debug'})")
+        run(["cargo", "build", "--quiet", *profile, "-p", INGEST, "-p", COMPACT, "-p", "dmarc-tsv"], cwd=ROOT)
     if args.release:
         tools.cli = ROOT / "target" / "release" / "dmarc-tsv"
 
