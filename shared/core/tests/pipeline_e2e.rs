@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use dmarc_tsv_core::pipeline::failpoint::{FAILPOINTS, FailpointSpec, with_failpoint};
 use dmarc_tsv_core::pipeline::layout::yyyymmdd;
+use dmarc_tsv_core::pipeline::queue::{Message, Queue, QueueError, ReceiveOptions};
 use dmarc_tsv_core::pipeline::run::compact_all;
 use dmarc_tsv_core::pipeline::{
     LocalStore, Pipeline, RetryPolicy, RunSummary, Settings, archive, drain, run_all,
@@ -99,6 +100,85 @@ fn messages_of_several_polls_are_staged_as_one_batch() {
     // Polls of 4: 4+4 reach the batch size of 8, the last message is staged when the queue is dry.
     assert_eq!(s.batches, 2);
     assert_eq!(files(root, "staging/ledger/").len(), 2);
+    assert_eq!(q.undeleted(), 0);
+}
+
+/// Redelivers every undeleted message on its second receive, as SQS does when a visibility
+/// timeout runs out while messages are still being gathered.
+struct RedeliverOnce {
+    inner: MemQueue,
+    receives: std::sync::atomic::AtomicU32,
+}
+
+impl Queue for RedeliverOnce {
+    fn receive(&self, opts: &ReceiveOptions) -> Result<Vec<Message>, QueueError> {
+        if self
+            .receives
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.inner.redeliver();
+        }
+        self.inner.receive(opts)
+    }
+    fn delete(&self, receipts: &[String]) -> Result<(), QueueError> {
+        self.inner.delete(receipts)
+    }
+    fn describe(&self) -> String {
+        "redelivering queue".into()
+    }
+}
+
+#[test]
+fn a_message_redelivered_while_gathering_is_staged_and_deleted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let fixtures = all_fixtures();
+    let keys = put_mails(root, &refs(&fixtures));
+    let p = local_pipeline(
+        root,
+        Settings {
+            stagebatch: 100,
+            ..settings()
+        },
+    );
+    let q = RedeliverOnce {
+        inner: MemQueue::new(),
+        receives: Default::default(),
+    };
+    q.inner.send_keys(&refs(&keys));
+
+    let s = drain(&p, &q, &never).unwrap();
+    assert_eq!((s.mails, s.reports, s.rows), (9, 5, 8));
+    assert_eq!(s.batches, 1, "all gathered into one batch");
+    assert_eq!(s.deleted_messages, 9, "the redelivered four are kept once");
+    assert_eq!(q.inner.undeleted(), 0);
+}
+
+#[test]
+fn gathering_ends_before_the_visibility_timeout_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let fixtures = all_fixtures();
+    let keys = put_mails(root, &refs(&fixtures));
+    // A 1-second visibility timeout leaves no time to gather: every poll is staged at once.
+    let p = local_pipeline(
+        root,
+        Settings {
+            stagebatch: 100,
+            sqsprocessingtime: 1,
+            ..settings()
+        },
+    );
+    let q = MemQueue::new();
+    q.send_keys(&refs(&keys));
+
+    let s = drain(&p, &q, &never).unwrap();
+    assert_eq!(s.mails, 9);
+    assert_eq!(
+        s.batches, 3,
+        "9 messages at 4 per poll, each poll staged on its own"
+    );
     assert_eq!(q.undeleted(), 0);
 }
 

@@ -3,7 +3,8 @@
 //! the same keys (the batch id is a hash of the batch's mails); repeats are removed at compaction.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use super::Pipeline;
 use super::error::PipelineError;
@@ -72,7 +73,10 @@ pub fn drain(
     };
     let mut total = StageSummary::default();
     let mut empty_polls = 0;
-    let mut pending: Vec<Message> = Vec::new();
+    let mut gathered = Gathered::default();
+    // Messages are invisible for `sqsprocessingtime` from their receipt: gathering must end well
+    // before that, or SQS hands them out again while they are still in hand.
+    let max_gathering = Duration::from_secs(u64::from(p.settings.sqsprocessingtime) / 4);
     loop {
         if should_stop() {
             total.more = true;
@@ -81,11 +85,16 @@ pub fn drain(
         let messages = retry(&p.retry, "receive", || queue.receive(&opts))?;
         hit("stage.after_receive")?;
         let empty = messages.is_empty();
-        pending.extend(messages);
-        // Stage once enough messages are gathered, or as soon as the queue runs dry: one staged
-        // object per partition per batch, so a larger batch means fewer PUTs and fuller pieces.
-        if !pending.is_empty() && (empty || pending.len() >= p.settings.stagebatch as usize) {
-            let batch = ingest_batch(p, queue, &std::mem::take(&mut pending))?;
+        gathered.add(messages);
+        // Stage once enough messages are gathered, as soon as the queue runs dry, or before their
+        // invisibility runs out: one staged object per partition per batch, so a larger batch
+        // means fewer PUTs and fuller compaction pieces.
+        if !gathered.is_empty()
+            && (empty
+                || gathered.len() >= p.settings.stagebatch as usize
+                || gathered.age() >= max_gathering)
+        {
+            let batch = ingest_batch(p, queue, &gathered.take())?;
             total.add(&batch);
             p.hooks.batch_done(&total);
         }
@@ -98,13 +107,55 @@ pub fn drain(
             empty_polls = 0;
         }
     }
-    if !pending.is_empty() {
+    if !gathered.is_empty() {
         // Stopped (deadline) with messages in hand: stage them rather than let them time out.
-        let batch = ingest_batch(p, queue, &pending)?;
+        let batch = ingest_batch(p, queue, &gathered.take())?;
         total.add(&batch);
         p.hooks.batch_done(&total);
     }
     Ok(total)
+}
+
+/// Messages received over several polls, waiting to be staged together. A message received
+/// again (redelivered) is kept once, with its newest receipt: only that one can delete it.
+#[derive(Default)]
+struct Gathered {
+    messages: Vec<Message>,
+    position: HashMap<String, usize>,
+    since: Option<Instant>,
+}
+
+impl Gathered {
+    fn add(&mut self, messages: Vec<Message>) {
+        for m in messages {
+            self.since.get_or_insert_with(Instant::now);
+            match self.position.get(&m.id) {
+                Some(&i) => self.messages[i] = m,
+                None => {
+                    self.position.insert(m.id.clone(), self.messages.len());
+                    self.messages.push(m);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    fn age(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    fn take(&mut self) -> Vec<Message> {
+        self.position.clear();
+        self.since = None;
+        std::mem::take(&mut self.messages)
+    }
 }
 
 /// Ingests one batch of received messages (see the module docs for the order of writes).
