@@ -15,7 +15,9 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 
-use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{
+    Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 
 use crate::error::{SkipReason, Skipped};
 use crate::limits::Limits;
@@ -211,10 +213,19 @@ pub fn extract(
     })
 }
 
+/// Only what extraction reads is parsed: the MIME headers and `To`. Every other header (a dozen
+/// `Received:`, DKIM signatures, SES verdicts) is kept raw, which is most of mail-parser's cost on
+/// a small report mail.
+fn parser() -> MessageParser {
+    MessageParser::new()
+        .with_mime_headers()
+        .header_address(HeaderName::To)
+}
+
 /// mail-parser is lenient and documented never to panic; a panic there would still be a bug in
 /// a dependency that hostile input must not turn into a crashed batch, so it becomes "not a mail".
 fn parse_message(bytes: &[u8]) -> Option<Message<'_>> {
-    std::panic::catch_unwind(|| MessageParser::default().parse(bytes))
+    std::panic::catch_unwind(|| parser().parse(bytes))
         .ok()
         .flatten()
 }
@@ -228,7 +239,7 @@ pub fn report_to(bytes: &[u8], limits: &Limits) -> String {
     if bytes.len() as u64 > limits.max_mail_bytes {
         return "unknown".to_string();
     }
-    std::panic::catch_unwind(|| MessageParser::default().parse_headers(bytes))
+    std::panic::catch_unwind(|| parser().parse_headers(bytes))
         .ok()
         .flatten()
         .map_or_else(
