@@ -271,8 +271,8 @@ export class Workflow extends Construct {
     archive.addCatch(runFailed, { resultPath: '$.error' });
     const add = new sfn.Pass(this, 'AddArchiveCounts', {
       parameters: totalsWith((field) => {
+        // Archive's `quarantined` counts ledger entries of mails ingest already counted: not added.
         if (field === 'moved') return 'States.MathAdd($.totals.moved, $.archive.moved)';
-        if (field === 'quarantined') return 'States.MathAdd($.totals.quarantined, $.archive.quarantined)';
         return `$.totals.${field}`;
       }),
       resultPath: '$.totals',

@@ -167,7 +167,7 @@ describe('state machine run (aws-local-stepfunctions)', () => {
       mails: 24,
       reports: 36,
       rows: 84,
-      quarantined: 12 + 2,
+      quarantined: 12,
       ignored: 12,
       files: 6,
       outputRows: 600,
