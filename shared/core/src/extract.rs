@@ -188,7 +188,16 @@ pub fn extract(
         documents: 0,
     };
     let size = bytes.len() as u64;
-    let report_to = if size > limits.max_mail_bytes {
+    let report_to = if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Say "empty", not "no header found": a zero-byte upload is a common operator mistake.
+        walker.skip(
+            "",
+            SkipReason::NotAReport {
+                detail: "empty input".into(),
+            },
+        );
+        String::new()
+    } else if size > limits.max_mail_bytes {
         let reason = limit_exceeded("max_mail_bytes", size, limits.max_mail_bytes);
         walker.skip("", reason);
         if bare_file {
