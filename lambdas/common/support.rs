@@ -205,6 +205,22 @@ fn emf_document(timestamp_ms: u64, dimensions: &[(&str, &str)], values: &[(Strin
     Value::Object(root)
 }
 
+/// S3 requests sent between two readings of a store's counters (the adapters count per
+/// container, an invocation reports its own share).
+pub fn s3_request_delta(
+    before: &dmarc_tsv_aws::S3Requests,
+    after: &dmarc_tsv_aws::S3Requests,
+) -> Value {
+    json!({
+        "get": after.get - before.get,
+        "put": after.put - before.put,
+        "copy": after.copy - before.copy,
+        "delete": after.delete - before.delete,
+        "list": after.list - before.list,
+        "head": after.head - before.head,
+    })
+}
+
 #[cfg(test)]
 mod support_tests {
     use super::*;

@@ -238,16 +238,7 @@ fn run_action(
 
 /// Requests this invocation sent, by API (the adapter counts per container).
 fn request_delta(before: S3Requests, after: S3Requests) -> Value {
-    json!({
-        "s3": {
-            "get": after.get - before.get,
-            "put": after.put - before.put,
-            "copy": after.copy - before.copy,
-            "delete": after.delete - before.delete,
-            "list": after.list - before.list,
-            "head": after.head - before.head,
-        },
-    })
+    json!({ "s3": support::s3_request_delta(&before, &after) })
 }
 
 /// The Lambda handler. `state` is the once-per-container setup; its failure is every

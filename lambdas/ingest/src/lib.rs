@@ -194,14 +194,7 @@ fn request_delta(before: (S3Requests, SqsRequests), after: (S3Requests, SqsReque
     let (s3_before, sqs_before) = before;
     let (s3, sqs) = after;
     serde_json::json!({
-        "s3": {
-            "get": s3.get - s3_before.get,
-            "put": s3.put - s3_before.put,
-            "copy": s3.copy - s3_before.copy,
-            "delete": s3.delete - s3_before.delete,
-            "list": s3.list - s3_before.list,
-            "head": s3.head - s3_before.head,
-        },
+        "s3": support::s3_request_delta(&s3_before, &s3),
         "sqs": {
             "receive": sqs.receive - sqs_before.receive,
             "delete_batch": sqs.delete_batch - sqs_before.delete_batch,
