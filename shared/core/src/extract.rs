@@ -24,8 +24,9 @@ use crate::limits::Limits;
 
 /// How many leading bytes are looked at to decide what a stream holds.
 const SNIFF_BYTES: usize = 4096;
-/// Read buffer handed to the XML parser: the only buffering of decompressed XML.
-const STREAM_BUFFER: usize = 64 * 1024;
+/// Read buffer handed to the XML parser: the only buffering of decompressed XML. Kept below
+/// glibc's 64 KiB free-consolidation threshold: one is allocated and freed per document.
+const STREAM_BUFFER: usize = 32 * 1024;
 /// Longest file or member name kept in a location string.
 const MAX_NAME_CHARS: usize = 120;
 /// Smallest possible zip central directory entry: used to reject archives whose declared entry
@@ -136,6 +137,9 @@ impl Document<'_> {
 
 /// Receives every XML document found in a mail.
 pub trait DocumentVisitor {
+    /// The mail's first To address (`unknown` when it has none), known once its headers are
+    /// parsed and before any of its documents is visited. Not called for a bare report file.
+    fn report_to(&mut self, _address: &str) {}
     /// Reads the document. `Err` aborts the whole extraction (a sink failure); bad input is
     /// [`Visit::Skipped`], never `Err`.
     fn document(&mut self, doc: Document<'_>) -> io::Result<Visit>;
@@ -237,24 +241,6 @@ fn parse_message(bytes: &[u8]) -> Option<Message<'_>> {
     std::panic::catch_unwind(|| parser().parse(bytes))
         .ok()
         .flatten()
-}
-
-/// The first To address of a mail from its headers alone (cheap: the body is not parsed);
-/// `unknown` when there is none, empty for a bare report file.
-pub fn report_to(bytes: &[u8], limits: &Limits) -> String {
-    if is_bare_report(bytes) {
-        return String::new();
-    }
-    if bytes.len() as u64 > limits.max_mail_bytes {
-        return "unknown".to_string();
-    }
-    std::panic::catch_unwind(|| parser().parse_headers(bytes))
-        .ok()
-        .flatten()
-        .map_or_else(
-            || "unknown".to_string(),
-            |message| first_to_address(&message),
-        )
 }
 
 fn first_to_address(message: &Message<'_>) -> String {
@@ -562,11 +548,15 @@ impl Walker<'_> {
             self.skip("", SkipReason::NotAMail { detail });
             return Ok("unknown".to_string());
         };
+        // Rows carry the To address from their first record on: hand it over before the walk
+        // (one header parse per mail, not a second one just for this).
+        let report_to = first_to_address(&message);
+        self.visitor.report_to(&report_to);
         self.message(&message, "", 0)?;
         if self.candidates == 0 && self.skipped.is_empty() {
             self.skip("", SkipReason::NoAttachment);
         }
-        Ok(first_to_address(&message))
+        Ok(report_to)
     }
 
     fn message(&mut self, message: &Message<'_>, prefix: &str, depth: u32) -> io::Result<()> {
@@ -703,8 +693,9 @@ impl Walker<'_> {
         let prefix = bytes.get(..SNIFF_BYTES).unwrap_or(bytes);
         match sniff(prefix) {
             Kind::Zip => self.zip(bytes, location, depth + 1),
+            // The bytes are in memory: the `bufread` decoders read them in place.
             Kind::Gzip => {
-                let decoder = flate2::read::GzDecoder::new(bytes);
+                let decoder = flate2::bufread::GzDecoder::new(bytes);
                 self.stream(
                     metered(self.meter, decoder, Layer::Gzip),
                     location,
@@ -713,7 +704,7 @@ impl Walker<'_> {
                 )
             }
             Kind::Zlib => {
-                let decoder = flate2::read::ZlibDecoder::new(bytes);
+                let decoder = flate2::bufread::ZlibDecoder::new(bytes);
                 self.stream(
                     metered(self.meter, decoder, Layer::Zlib),
                     location,

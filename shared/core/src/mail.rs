@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{SkipReason, Skipped};
 use crate::extract::{self, Document, DocumentVisitor, ExtractStats, Visit};
 use crate::limits::Limits;
-use crate::model::{MailInfo, Record, ReportIdentity, ReportMeta, ReportSummary, RowView};
+use crate::model::{
+    MailInfo, Record, ReportIdentity, ReportMeta, ReportSummary, RowView, utc_datetime,
+};
 use crate::report::{self, ReportError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,27 +83,23 @@ pub fn parse_mail_with_stats(
     opts: &ParseOptions,
     sink: &mut dyn ReportSink,
 ) -> Result<(MailOutcome, ExtractStats), MailError> {
-    // Rows need the first To address from the first record on, before the walk reaches any
-    // report: read it from the headers up front.
-    let report_to = extract::report_to(bytes, &opts.limits);
-    let mail = MailInfo {
-        report_to,
-        source_key: source_key.into(),
-    };
+    // The extraction hands over the To address (see `DocumentVisitor::report_to`) before any
+    // document; a bare report file has none and keeps it empty.
     let mut visitor = RowVisitor {
         opts,
-        mail: &mail,
+        mail: MailInfo {
+            report_to: String::new(),
+            source_key: source_key.into(),
+        },
         sink,
         reports: Vec::new(),
     };
     let extraction = extract::extract(bytes, &opts.limits, &mut visitor)?;
-    let reports = visitor.reports;
+    let mut mail = visitor.mail;
+    mail.report_to = extraction.report_to;
     let outcome = MailOutcome {
-        mail: MailInfo {
-            report_to: extraction.report_to,
-            source_key: source_key.into(),
-        },
-        reports,
+        mail,
+        reports: visitor.reports,
         skipped: extraction.skipped,
     };
     Ok((outcome, extraction.stats))
@@ -110,7 +108,7 @@ pub fn parse_mail_with_stats(
 /// Turns every XML document the extraction finds into rows for the sink.
 struct RowVisitor<'a> {
     opts: &'a ParseOptions,
-    mail: &'a MailInfo,
+    mail: MailInfo,
     sink: &'a mut dyn ReportSink,
     reports: Vec<ReportSummary>,
 }
@@ -120,6 +118,8 @@ struct RowVisitor<'a> {
 struct ReportProgress {
     /// A copy of the metadata taken at the first record: `begin_report` has been called.
     meta: Option<ReportMeta>,
+    /// The report's begin and end timestamps as row values, formatted at the first record.
+    dates: (String, String),
     records: u64,
     rows: u64,
     excluded: u64,
@@ -139,13 +139,20 @@ impl ReportProgress {
         if self.meta.is_none() {
             sink.begin_report(location, meta);
             self.meta = Some(meta.clone());
+            self.dates = (utc_datetime(meta.begin), utc_datetime(meta.end));
         }
         self.records += 1;
         if opts.exclude_disposition_none && record.disposition == "none" {
             self.excluded += 1;
             return Ok(());
         }
-        let row = RowView { mail, meta, record };
+        let row = RowView {
+            mail,
+            meta,
+            record,
+            date_begin: &self.dates.0,
+            date_end: &self.dates.1,
+        };
         match sink.row(&row) {
             Ok(()) => {
                 self.rows += 1;
@@ -162,10 +169,14 @@ impl ReportProgress {
 }
 
 impl DocumentVisitor for RowVisitor<'_> {
+    fn report_to(&mut self, address: &str) {
+        address.clone_into(&mut self.mail.report_to);
+    }
+
     fn document(&mut self, doc: Document<'_>) -> io::Result<Visit> {
         let location = doc.location.to_string();
         let mut progress = ReportProgress::default();
-        let (opts, mail) = (self.opts, self.mail);
+        let (opts, mail) = (self.opts, &self.mail);
         let result = {
             let sink = &mut *self.sink;
             let progress = &mut progress;
