@@ -1093,7 +1093,11 @@ fn clean_value(
     max: usize,
     lower: bool,
 ) -> Option<usize> {
-    let text = String::from_utf8_lossy(raw);
+    // Valid UTF-8 is the rule: check it with the fast validator before the lossy path.
+    let text = match std::str::from_utf8(raw) {
+        Ok(valid) => Cow::Borrowed(valid),
+        Err(_) => String::from_utf8_lossy(raw),
+    };
     // Forbidden controls are single bytes in UTF-8 (never inside a multi-byte sequence).
     let has_controls = raw
         .iter()
@@ -1274,15 +1278,28 @@ impl<R: BufRead> BufRead for Input<R> {
     }
 }
 
-/// Where a `<!DOCTYPE` starts in the prolog (before any element), if it does.
+/// Where a `<!DOCTYPE` starts in the prolog (before any element), if it does. Only the
+/// markup starts (`<`) of the prolog are looked at: the scan ends at the first element.
 fn doctype_start(head: &[u8]) -> Option<usize> {
-    let start = head
-        .windows(9)
-        .position(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))?;
-    let element_before = head[..start]
-        .windows(2)
-        .any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || w[1] == b'_' || w[1] >= 0x80));
-    (!element_before).then_some(start)
+    let mut from = 0;
+    while let Some(offset) = head.get(from..)?.iter().position(|&b| b == b'<') {
+        let at = from + offset;
+        let rest = &head[at..];
+        if rest
+            .get(..9)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))
+        {
+            return Some(at);
+        }
+        if rest
+            .get(1)
+            .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b >= 0x80)
+        {
+            return None; // an element: no DOCTYPE may follow
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Length of the DOCTYPE declaration at the start of `bytes` (through its closing `>`), or
