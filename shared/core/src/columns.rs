@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::model::{RowView, utc_datetime};
+use crate::model::RowView;
 
 /// One output column.
 pub struct Column {
@@ -64,13 +64,13 @@ pub static COLUMNS: &[Column] = &[
         "date_begin",
         "timestamp",
         "report_metadata/date_range/begin, UTC",
-        |r| Cow::Owned(utc_datetime(r.meta.begin))
+        |r| b(r.date_begin)
     ),
     col!(
         "date_end",
         "timestamp",
         "report_metadata/date_range/end, UTC",
-        |r| Cow::Owned(utc_datetime(r.meta.end))
+        |r| b(r.date_end)
     ),
     col!(
         "org_name",

@@ -110,6 +110,9 @@ pub struct RowView<'a> {
     pub mail: &'a MailInfo,
     pub meta: &'a ReportMeta,
     pub record: &'a Record,
+    /// `meta.begin` and `meta.end` as [`utc_datetime`]: formatted once per report, not per row.
+    pub date_begin: &'a str,
+    pub date_end: &'a str,
 }
 
 /// What identifies a report: the same report delivered twice has the same identity.
@@ -197,12 +200,39 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 pub fn utc_datetime(secs: i64) -> String {
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
+    // Two of these per row: written digit by digit, not through the formatting machinery.
+    if let Ok(year @ 0..=9999) = u32::try_from(y) {
+        let (hh, mm, ss) = ((s / 3600) as u32, ((s % 3600) / 60) as u32, (s % 60) as u32);
+        let mut out = String::with_capacity(19);
+        for (value, width, sep) in [
+            (year, 4, '-'),
+            (m, 2, '-'),
+            (d, 2, ' '),
+            (hh, 2, ':'),
+            (mm, 2, ':'),
+            (ss, 2, '\0'),
+        ] {
+            push_digits(&mut out, value, width);
+            if sep != '\0' {
+                out.push(sep);
+            }
+        }
+        return out;
+    }
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         s / 3600,
         (s % 3600) / 60,
         s % 60
     )
+}
+
+/// `value` as exactly `width` decimal digits (zero-padded; `value` < 10^width).
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for position in (0..width).rev() {
+        let digit = (value / 10u32.pow(position)) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// `YYYY-MM-DD`, UTC.
@@ -220,6 +250,9 @@ mod tests {
         assert_eq!(utc_datetime(0), "1970-01-01 00:00:00");
         assert_eq!(utc_datetime(1_442_707_200), "2015-09-20 00:00:00");
         assert_eq!(utc_datetime(1_700_086_399), "2023-11-15 22:13:19");
+        assert_eq!(utc_datetime(-1), "1969-12-31 23:59:59");
+        assert_eq!(utc_datetime(253_402_300_799), "9999-12-31 23:59:59");
+        assert_eq!(utc_datetime(253_402_300_800), "10000-01-01 00:00:00");
         assert_eq!(utc_datetime(951_825_600), "2000-02-29 12:00:00");
         assert_eq!(utc_date(-1), "1969-12-31");
     }
