@@ -106,13 +106,15 @@ impl<W: Write> RowWriter for TsvWriter<W> {
     }
 
     fn write_fields<'a, I: IntoIterator<Item = &'a str>>(&mut self, fields: I) -> io::Result<()> {
-        for (i, f) in fields.into_iter().enumerate() {
+        self.line.clear();
+        for (i, field) in fields.into_iter().enumerate() {
             if i > 0 {
-                self.out.write_all(b"\t")?;
+                self.line.push(b'\t');
             }
-            self.out.write_all(athena_safe(f).as_bytes())?;
+            push_athena_safe(&mut self.line, field);
         }
-        self.out.write_all(b"\n")
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
     }
 }
 

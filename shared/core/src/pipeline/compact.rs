@@ -6,6 +6,7 @@
 //! call finishes the plan first (outputs are rebuilt byte for byte, or skipped once the manifest
 //! exists, because staged objects are only deleted after the manifest).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::BufWriter;
 
@@ -416,7 +417,7 @@ fn copy_rows(
         rows.seek(seg)?;
         for _ in 0..seg.rows {
             let fields = rows.next()?;
-            w.write_fields(fields.iter().map(String::as_str))
+            w.write_fields(fields.iter().map(|f| f.as_ref()))
                 .map_err(|e| PipelineError::Permanent(format!("writing {}: {e}", file.key)))?;
         }
     }
@@ -474,7 +475,7 @@ impl<'a> RowCursor<'a> {
         Ok(())
     }
 
-    fn next(&mut self) -> Result<Vec<String>, PipelineError> {
+    fn next(&mut self) -> Result<Vec<Cow<'_, str>>, PipelineError> {
         let Some((_, reader)) = self.reader.as_mut() else {
             return Err(PipelineError::BadInput("row read before seek".into()));
         };

@@ -261,9 +261,17 @@ pub struct DirQueue {
 }
 
 impl DirQueue {
+    /// Every file under `input`, except under the `exclude` folders (the output and move
+    /// folders when they sit inside the input).
     pub fn new(input: &Path, bucket: &str, exclude: &[PathBuf]) -> io::Result<DirQueue> {
+        // Resolved once here, compared against sub-folders only: resolving every listed path
+        // cost two `realpath` calls per input file.
+        let exclude: Vec<PathBuf> = exclude
+            .iter()
+            .filter_map(|path| fs::canonicalize(path).ok())
+            .collect();
         let mut found = Vec::new();
-        collect_inputs(input, "", exclude, &mut found)?;
+        collect_inputs(input, "", &exclude, &mut found)?;
         found.sort();
         Self::from_found(input, bucket, found)
     }
@@ -341,11 +349,7 @@ fn collect_inputs(
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         // Markdown (a README or NOTICE next to sample reports) is never a mail.
-        if name.starts_with('.')
-            || name.ends_with(TMP_SUFFIX)
-            || name.ends_with(".md")
-            || exclude.iter().any(|x| same_path(x, &path))
-        {
+        if name.starts_with('.') || name.ends_with(TMP_SUFFIX) || name.ends_with(".md") {
             continue;
         }
         let meta = match fs::metadata(&path) {
@@ -357,7 +361,11 @@ fn collect_inputs(
             }
         };
         let key = format!("{rel}{name}");
+        // Symlinked folders are not followed (no loops); symlinked files are read.
         if entry.file_type()?.is_dir() {
+            if is_excluded(&path, exclude) {
+                continue;
+            }
             if !(is_maildir && name == "tmp") {
                 collect_inputs(&path, &format!("{key}/"), exclude, out)?;
             }
@@ -368,11 +376,9 @@ fn collect_inputs(
     Ok(())
 }
 
-fn same_path(a: &Path, b: &Path) -> bool {
-    match (fs::canonicalize(a), fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
+/// `dir` is one of the (already resolved) excluded folders.
+fn is_excluded(dir: &Path, exclude: &[PathBuf]) -> bool {
+    !exclude.is_empty() && fs::canonicalize(dir).is_ok_and(|dir| exclude.contains(&dir))
 }
 
 impl Queue for DirQueue {
@@ -454,7 +460,9 @@ mod tests {
         fs::write(root.join("r 1.xml"), "f").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
-        let q = DirQueue::new(root, "in", &[root.join("out")]).unwrap();
+        // Spelled another way than the listing's paths: excluded folders are compared resolved.
+        let out = root.join("maildir").join("..").join("out");
+        let q = DirQueue::new(root, "in", &[out]).unwrap();
         assert_eq!(q.total(), 3);
         let opts = ReceiveOptions {
             max_messages: 2,

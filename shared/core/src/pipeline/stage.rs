@@ -463,7 +463,6 @@ struct MailSink<'a> {
     mail: MailRef,
     parts: &'a mut BTreeMap<String, StagedBuilder>,
     current: Current,
-    values: Vec<String>,
     /// Reports staged (a report with zero rows counts: it must still be deduplicated).
     reports: u64,
     rows: u64,
@@ -490,7 +489,6 @@ impl<'a> MailSink<'a> {
             },
             parts,
             current: Current::None,
-            values: Vec::with_capacity(COLUMNS.len()),
             reports: 0,
             rows: 0,
             refused: Vec::new(),
@@ -541,14 +539,11 @@ impl ReportSink for MailSink<'_> {
         let Current::Staged(partition) = &self.current else {
             return Ok(());
         };
-        self.values.clear();
-        self.values
-            .extend(COLUMNS.iter().map(|c| (c.value)(row).into_owned()));
         let builder = self
             .parts
             .get_mut(partition)
             .ok_or_else(|| std::io::Error::other("row of an unknown partition"))?;
-        builder.push_row(self.values.iter().map(String::as_str))?;
+        builder.push_row(COLUMNS.iter().map(|c| (c.value)(row)))?;
         self.rows += 1;
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! The header and the rows are separate gzip members (a gzip file may hold several; readers
 //! decode them as one stream): rows are compressed as they arrive, the header written last.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 
 use flate2::Compression;
@@ -110,10 +111,11 @@ impl StagedBuilder {
     }
 
     /// One row of the current report, fields in [`COLUMNS`] order.
-    pub fn push_row<'a, I: IntoIterator<Item = &'a str>>(
-        &mut self,
-        fields: I,
-    ) -> std::io::Result<()> {
+    pub fn push_row<I>(&mut self, fields: I) -> std::io::Result<()>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
         let Some(report) = self.reports.last_mut() else {
             return Err(std::io::Error::other("row before any report"));
         };
@@ -122,7 +124,7 @@ impl StagedBuilder {
             if i > 0 {
                 self.line.push('\t');
             }
-            escape_into(f, &mut self.line);
+            escape_into(f.as_ref(), &mut self.line);
         }
         self.line.push('\n');
         self.rows.write_all(self.line.as_bytes())?;
@@ -176,20 +178,26 @@ pub fn assemble(
 }
 
 fn escape_into(field: &str, out: &mut String) {
-    for c in field.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
+    // Clean runs are copied whole; only the (rare) special characters are escaped one by one.
+    let mut rest = field;
+    while let Some(at) = rest.find(['\\', '\t', '\n', '\r']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'\\' => "\\\\",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            _ => "\\r",
+        });
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
 }
 
-fn unescape(field: &str) -> String {
+/// The field as written to the staging area; borrowed unless it held an escape (rare: only
+/// values with a backslash, tab, CR or LF).
+fn unescape(field: &str) -> Cow<'_, str> {
     if !field.contains('\\') {
-        return field.to_string();
+        return Cow::Borrowed(field);
     }
     let mut out = String::with_capacity(field.len());
     let mut chars = field.chars();
@@ -206,7 +214,7 @@ fn unescape(field: &str) -> String {
             None => out.push('\\'),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Reads a staged object: the header, then rows one at a time.
@@ -243,9 +251,10 @@ impl<'a> StagedReader<&'a [u8]> {
 
 impl<R: Read> StagedReader<R> {
     /// The next row's fields (always [`COLUMNS`]`.len()` of them).
-    pub fn next_row(&mut self) -> Result<Vec<String>, PipelineError> {
+    /// The next row's fields, borrowed from the reader's line buffer (one allocation per row).
+    pub fn next_row(&mut self) -> Result<Vec<Cow<'_, str>>, PipelineError> {
         self.read_line()?;
-        let fields: Vec<String> = self.line.split('\t').map(unescape).collect();
+        let fields: Vec<Cow<'_, str>> = self.line.split('\t').map(unescape).collect();
         if fields.len() != COLUMNS.len() {
             return Err(PipelineError::corrupt(
                 &self.key,
