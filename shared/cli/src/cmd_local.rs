@@ -28,7 +28,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[command(
     about = "Process a folder of mails or report files into gzipped TSV (no AWS)",
     long_about = "Process every file under --input (raw mails, .eml, Maildir cur/ and new/, mbox \
-                  files, zip, gzip or XML report files) into gzipped TSV files under --output, partitioned by \
+                  files (any name but .eml/.msg/.xml/.gz/.zip/.json), zip, gzip or XML report \
+                  files) into gzipped TSV files under --output, partitioned by \
                   report date like the S3 table. Inputs that hold no usable report are copied to \
                   OUTPUT/quarantine/ with a .reason.json and named on stderr. Running again on the \
                   same input adds no duplicate rows (duplicates are skipped and counted). Inputs \

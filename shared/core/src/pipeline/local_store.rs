@@ -287,7 +287,7 @@ impl DirQueue {
         let mut files = Vec::with_capacity(found.len());
         for (key, size) in found {
             let path = input.join(&key);
-            if !mbox::is_mbox(&path) {
+            if !may_be_mbox(&key) || !mbox::is_mbox(&path) {
                 files.push((key, size));
                 continue;
             }
@@ -376,6 +376,15 @@ fn collect_inputs(
     Ok(())
 }
 
+/// File names that always hold one mail or one report file: not opened at listing time to look
+/// for an mbox (which cost one extra open per input). Everything else (Maildir names, `.mbox`,
+/// no extension) is sniffed for the mbox `From ` line.
+fn may_be_mbox(key: &str) -> bool {
+    const SINGLE: &[&str] = &[".eml", ".xml", ".gz", ".zip", ".json", ".msg"];
+    let lower = key.to_ascii_lowercase();
+    !SINGLE.iter().any(|ext| lower.ends_with(ext))
+}
+
 /// `dir` is one of the (already resolved) excluded folders.
 fn is_excluded(dir: &Path, exclude: &[PathBuf]) -> bool {
     !exclude.is_empty() && fs::canonicalize(dir).is_ok_and(|dir| exclude.contains(&dir))
@@ -441,6 +450,26 @@ mod tests {
         assert!(matches!(s.get("../x"), Err(StoreError::Permanent(_))));
         assert!(matches!(s.put("/abs", b""), Err(StoreError::Permanent(_))));
         assert!(matches!(s.put("a//b", b""), Err(StoreError::Permanent(_))));
+    }
+
+    #[test]
+    fn only_files_not_named_as_one_mail_or_report_are_sniffed_for_mbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = "From a@example.com Mon Jan  1 00:00:00 2024\nSubject: one\n\nbody\n\n\
+                    From b@example.com Mon Jan  1 00:00:00 2024\nSubject: two\n\nbody\n";
+        for name in [
+            "archive.mbox",
+            "Inbox",
+            "looks-like-mbox.eml",
+            "report.XML.GZ",
+        ] {
+            fs::write(dir.path().join(name), mbox).unwrap();
+        }
+        let q = DirQueue::new(dir.path(), "in", &[]).unwrap();
+        // Two messages from each of the first two, one input from each of the last two.
+        assert_eq!(q.total(), 6);
+        assert!(may_be_mbox("maildir/cur/1700000000.M1P2.host:2,S"));
+        assert!(!may_be_mbox("a/b/mail.EML"));
     }
 
     #[test]
