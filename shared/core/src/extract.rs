@@ -24,9 +24,9 @@ use crate::limits::Limits;
 
 /// How many leading bytes are looked at to decide what a stream holds.
 const SNIFF_BYTES: usize = 4096;
-/// Read buffer handed to the XML parser: the only buffering of decompressed XML. Kept below
-/// glibc's 64 KiB free-consolidation threshold: one is allocated and freed per document.
-const STREAM_BUFFER: usize = 32 * 1024;
+/// Read buffer of the stream handed to the visitor. Small: the XML parser reads in larger
+/// blocks of its own, which `BufReader` passes straight through to the decoder.
+const STREAM_BUFFER: usize = 8 * 1024;
 /// Longest file or member name kept in a location string.
 const MAX_NAME_CHARS: usize = 120;
 /// Smallest possible zip central directory entry: used to reject archives whose declared entry
