@@ -1143,9 +1143,11 @@ struct Input<R: BufRead> {
     /// Bytes read from `source`, served to quick-xml from here: quick-xml asks for the buffer
     /// several times per event, and going down to the (dynamically dispatched) layers below
     /// each time cost about a tenth of the parse.
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     buf_pos: usize,
-    buf_end: usize,
+    /// A read error met after some bytes of a refill: those bytes are parsed first (rows before
+    /// a corrupt tail are kept), the error is returned by the next refill.
+    pending_error: Option<io::Error>,
     consumed: usize,
     budget: usize,
     over_budget: bool,
@@ -1184,9 +1186,10 @@ impl<R: BufRead> Input<R> {
             head,
             head_pos: 0,
             source,
-            buf: vec![0; INPUT_BUFFER].into_boxed_slice(),
+            // Not zeroed: filled by `read_to_end`, which writes into spare capacity.
+            buf: Vec::with_capacity(INPUT_BUFFER),
             buf_pos: 0,
-            buf_end: 0,
+            pending_error: None,
             consumed: 0,
             budget,
             over_budget: false,
@@ -1247,22 +1250,26 @@ impl<R: BufRead> Input<R> {
         self.consumed = 0;
     }
 
-    /// Reads the next bytes of `source` into the (empty) buffer; end of input leaves it empty.
+    /// Reads the next block of `source` into the (consumed) buffer; end of input leaves it
+    /// empty.
     fn refill(&mut self) -> io::Result<()> {
-        loop {
-            let read = match &mut self.source {
-                Source::Utf8(inner) => inner.read(&mut self.buf),
-                Source::Transcoded(inner) => inner.read(&mut self.buf),
-            };
-            match read {
-                Ok(n) => {
-                    self.buf_pos = 0;
-                    self.buf_end = n;
-                    return Ok(());
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
+        if let Some(err) = self.pending_error.take() {
+            return Err(err);
+        }
+        self.buf.clear();
+        self.buf_pos = 0;
+        let block = INPUT_BUFFER as u64;
+        let read = match &mut self.source {
+            Source::Utf8(inner) => inner.by_ref().take(block).read_to_end(&mut self.buf),
+            Source::Transcoded(inner) => inner.by_ref().take(block).read_to_end(&mut self.buf),
+        };
+        match read {
+            Err(err) if self.buf.is_empty() => Err(err),
+            Err(err) => {
+                self.pending_error = Some(err);
+                Ok(())
             }
+            Ok(_) => Ok(()),
         }
     }
 }
@@ -1286,10 +1293,10 @@ impl<R: BufRead> BufRead for Input<R> {
         if self.head_pos < self.head.len() {
             return Ok(&self.head[self.head_pos..]);
         }
-        if self.buf_pos == self.buf_end {
+        if self.buf_pos == self.buf.len() {
             self.refill()?;
         }
-        Ok(&self.buf[self.buf_pos..self.buf_end])
+        Ok(&self.buf[self.buf_pos..])
     }
 
     fn consume(&mut self, amount: usize) {
@@ -1302,7 +1309,7 @@ impl<R: BufRead> BufRead for Input<R> {
             }
             return;
         }
-        self.buf_pos = self.buf_pos.saturating_add(amount).min(self.buf_end);
+        self.buf_pos = self.buf_pos.saturating_add(amount).min(self.buf.len());
     }
 }
 
