@@ -20,7 +20,7 @@ use super::layout::{hash_parts, is_partition, partition_of};
 use super::retry::retry;
 use super::staged::{StagedHeader, StagedReader, WRITE_BUFFER, deterministic_gzip};
 use super::summary::{CompactSummary, PlanSummary};
-use crate::writer::{CsvWriter, Format, RowWriter, TsvWriter};
+use crate::writer::{CsvWriter, Format, RowWriter};
 
 /// Partitions returned by one plan call (Step Functions fans out over them).
 pub const MAX_PARTITIONS_PER_PLAN: usize = 500;
@@ -393,11 +393,8 @@ fn build_output(
     // Buffered: writers emit one small write per field, which the gzip encoder handles slowly.
     let gz = BufWriter::with_capacity(WRITE_BUFFER, deterministic_gzip());
     let buffered = match format {
-        Format::Tsv => {
-            let mut w = TsvWriter::new(gz);
-            copy_rows(file, rows, &mut w)?;
-            w.into_inner()
-        }
+        // Staged rows are already tab-separated in column order: copied line by line.
+        Format::Tsv => copy_rows_as_tsv(file, rows, gz)?,
         Format::Csv => {
             let mut w = CsvWriter::new(gz).map_err(io)?;
             copy_rows(file, rows, &mut w)?;
@@ -406,6 +403,24 @@ fn build_output(
     };
     let encoder = buffered.into_inner().map_err(|e| io(e.into_error()))?;
     encoder.finish().map_err(io)
+}
+
+fn copy_rows_as_tsv<W: std::io::Write>(
+    file: &PlannedFile,
+    rows: &mut RowCursor<'_>,
+    mut out: W,
+) -> Result<W, PipelineError> {
+    let mut line = Vec::with_capacity(1024);
+    for seg in &file.segments {
+        rows.seek(seg)?;
+        for _ in 0..seg.rows {
+            line.clear();
+            rows.next_as_tsv(&mut line)?;
+            out.write_all(&line)
+                .map_err(|e| PipelineError::Permanent(format!("writing {}: {e}", file.key)))?;
+        }
+    }
+    Ok(out)
 }
 
 fn copy_rows(
@@ -473,6 +488,14 @@ impl<'a> RowCursor<'a> {
             self.row += 1;
         }
         Ok(())
+    }
+
+    fn next_as_tsv(&mut self, out: &mut Vec<u8>) -> Result<(), PipelineError> {
+        let Some((_, reader)) = self.reader.as_mut() else {
+            return Err(PipelineError::BadInput("row read before seek".into()));
+        };
+        self.row += 1;
+        reader.next_row_as_tsv(out)
     }
 
     fn next(&mut self) -> Result<Vec<Cow<'_, str>>, PipelineError> {

@@ -180,7 +180,10 @@ pub fn assemble(
 fn escape_into(field: &str, out: &mut String) {
     // Clean runs are copied whole; only the (rare) special characters are escaped one by one.
     let mut rest = field;
-    while let Some(at) = rest.find(['\\', '\t', '\n', '\r']) {
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
         out.push_str(&rest[..at]);
         out.push_str(match rest.as_bytes()[at] {
             b'\\' => "\\\\",
@@ -268,6 +271,35 @@ impl<R: Read> StagedReader<R> {
         Ok(fields)
     }
 
+    /// The next row appended to `out` as an output TSV line (with its `\n`), straight from the
+    /// staged line: escapes are resolved to what [`crate::writer::TsvWriter`] writes for the
+    /// unescaped values (tab, CR and LF become a space), without splitting into fields.
+    pub fn next_row_as_tsv(&mut self, out: &mut Vec<u8>) -> Result<(), PipelineError> {
+        self.read_line()?;
+        let line = self.line.as_bytes();
+        let fields = line.iter().filter(|&&b| b == b'\t').count() + 1;
+        if fields != COLUMNS.len() {
+            return Err(PipelineError::corrupt(
+                &self.key,
+                format!("row with {fields} fields, expected {}", COLUMNS.len()),
+            ));
+        }
+        let mut bytes = line.iter();
+        while let Some(&b) = bytes.next() {
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            out.push(match bytes.next() {
+                Some(b't' | b'n' | b'r') => b' ',
+                Some(&other) => other,
+                None => b'\\',
+            });
+        }
+        out.push(b'\n');
+        Ok(())
+    }
+
     /// Skips one row without splitting it.
     pub fn skip_row(&mut self) -> Result<(), PipelineError> {
         self.read_line()
@@ -335,5 +367,42 @@ mod tests {
         r.skip_row().unwrap();
         assert!(matches!(r.next_row(), Err(PipelineError::Corrupt { .. })));
         assert!(StagedReader::open("k", b"garbage").is_err());
+    }
+
+    #[test]
+    fn rows_read_as_tsv_equal_the_tsv_writer_on_the_unescaped_fields() {
+        use crate::writer::{RowWriter, TsvWriter};
+        let mut row: Vec<String> = (0..COLUMNS.len()).map(|i| format!("v{i}")).collect();
+        row[0] = "back\\slash \\t not a tab".into();
+        row[3] = "tab\there\\n and\nnewline\r".into();
+        row[44] = "ends with \\".into();
+        let mut b = StagedBuilder::new();
+        b.begin_report(identity("a"), mail());
+        b.push_row(row.iter().map(String::as_str)).unwrap();
+        b.push_row(row.iter().map(String::as_str)).unwrap();
+        let bytes = b.finish("batch1", "1970-01-02").unwrap();
+
+        let mut r = StagedReader::open("k", &bytes).unwrap();
+        let fields: Vec<String> = r
+            .next_row()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.into_owned())
+            .collect();
+        let mut expected = TsvWriter::new(Vec::new());
+        expected
+            .write_fields(fields.iter().map(String::as_str))
+            .unwrap();
+        let mut fast = Vec::new();
+        r.next_row_as_tsv(&mut fast).unwrap();
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(expected.into_inner()).unwrap()
+        );
+        assert_eq!(fields, row);
+        assert!(matches!(
+            r.next_row_as_tsv(&mut Vec::new()),
+            Err(PipelineError::Corrupt { .. })
+        ));
     }
 }
