@@ -14,6 +14,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::sync::OnceLock;
 
 use mail_parser::{
     Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
@@ -229,10 +230,16 @@ pub fn extract(
 /// Only what extraction reads is parsed: the MIME headers and `To`. Every other header (a dozen
 /// `Received:`, DKIM signatures, SES verdicts) is kept raw, which is most of mail-parser's cost on
 /// a small report mail.
-fn parser() -> MessageParser {
-    MessageParser::new()
-        .with_mime_headers()
-        .header_address(HeaderName::To)
+///
+/// Built once per process: a parser is a table of header handlers, and building it for every
+/// mail (and nested message) was a visible share of parsing a small report mail.
+fn parser() -> &'static MessageParser {
+    static PARSER: OnceLock<MessageParser> = OnceLock::new();
+    PARSER.get_or_init(|| {
+        MessageParser::new()
+            .with_mime_headers()
+            .header_address(HeaderName::To)
+    })
 }
 
 /// mail-parser is lenient and documented never to panic; a panic there would still be a bug in
