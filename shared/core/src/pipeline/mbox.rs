@@ -1,11 +1,15 @@
-//! mbox files in local mode: one file holding many mails, each after a `From ` separator line.
-//! [`super::DirQueue`] indexes them (`inbox.mbox#3` is the third mail) and [`InputStore`] serves
-//! those keys. mbox files are read, never modified: deleting or moving one message of an mbox is
-//! a no-op (a rerun finds its reports already committed and skips them).
+//! mbox files (mboxrd): one file holding many mails, each after a `From ` separator line.
+//!
+//! Reading, in local mode: [`super::DirQueue`] indexes them (`inbox.mbox#3` is the third mail) and
+//! [`InputStore`] serves those keys. mbox files are read, never modified: deleting or moving one
+//! message of an mbox is a no-op (a rerun finds its reports already committed and skips them).
+//!
+//! Writing, for archive bundles (`-archiveformat mbox`): [`MboxWriter`] appends mails to a gzipped
+//! mboxrd stream that the reader above gives back byte for byte (for mails ending in a newline).
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -51,32 +55,130 @@ pub fn is_mbox(path: &Path) -> bool {
 }
 
 /// Byte ranges of the messages (separator lines excluded). A separator is a `From ` line at the
-/// start of the file or after an empty line.
+/// start of the file or after an empty line; that empty line belongs to the separator (mboxrd), so
+/// it is not part of the message before it.
 pub fn scan(path: &Path) -> io::Result<Vec<MessageRange>> {
-    let mut reader = BufReader::new(File::open(path)?);
+    scan_reader(BufReader::new(File::open(path)?))
+}
+
+/// [`scan`] over any reader.
+pub fn scan_reader(mut reader: impl BufRead) -> io::Result<Vec<MessageRange>> {
     let mut ranges = Vec::new();
     let mut line = Vec::new();
     let (mut pos, mut start) = (0u64, None::<u64>);
-    let mut previous_blank = true;
+    // Length of the previous line when it was empty (`\n` or `\r\n`), else 0.
+    let mut previous_blank = 0u64;
+    let mut at_start = true;
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)? as u64;
         if n == 0 {
             break;
         }
-        if previous_blank && line.starts_with(b"From ") {
+        if (at_start || previous_blank > 0) && line.starts_with(b"From ") {
             if let Some(s) = start {
-                ranges.push((s, pos));
+                ranges.push((s, pos.saturating_sub(previous_blank).max(s)));
             }
             start = Some(pos + n);
         }
-        previous_blank = line == b"\n" || line == b"\r\n";
+        at_start = false;
+        previous_blank = if line == b"\n" || line == b"\r\n" {
+            n
+        } else {
+            0
+        };
         pos += n;
     }
     if let Some(s) = start {
-        ranges.push((s, pos));
+        ranges.push((s, pos.saturating_sub(previous_blank).max(s)));
     }
     Ok(ranges)
+}
+
+/// The messages of an mbox held in memory, unquoted (what [`InputStore`] would serve).
+pub fn split_messages(mbox: &[u8]) -> Vec<Vec<u8>> {
+    // Reading from a slice cannot fail.
+    let ranges = scan_reader(mbox).unwrap_or_default();
+    ranges
+        .into_iter()
+        .filter_map(|(start, end)| {
+            let bytes = mbox.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)?;
+            Some(unquote(bytes))
+        })
+        .collect()
+}
+
+/// The separator line of every bundled mail. Fixed (not the time of writing) so that a redo
+/// writes identical bytes; the archive's folder and name carry the date.
+const SEPARATOR: &[u8] = b"From MAILER-DAEMON Thu Jan  1 00:00:00 1970\n";
+
+/// Writes mails as a gzipped mboxrd stream: a `From ` line before each mail, `>`-quoting of
+/// every line that starts with `>*From `, and an empty line after each mail. Deterministic: the
+/// same mails in the same order give the same bytes (gzip without name or mtime).
+pub struct MboxWriter {
+    gz: flate2::write::GzEncoder<Vec<u8>>,
+    mails: usize,
+    raw_bytes: u64,
+}
+
+impl Default for MboxWriter {
+    fn default() -> Self {
+        MboxWriter {
+            gz: super::staged::deterministic_gzip(),
+            mails: 0,
+            raw_bytes: 0,
+        }
+    }
+}
+
+impl MboxWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one mail. A mail not ending in a newline gets one (mbox cannot keep that).
+    pub fn append(&mut self, mail: &[u8]) -> io::Result<()> {
+        self.gz.write_all(SEPARATOR)?;
+        for line in mail.split_inclusive(|b| *b == b'\n') {
+            let quotes = line.iter().take_while(|b| **b == b'>').count();
+            if line[quotes..].starts_with(b"From ") {
+                self.gz.write_all(b">")?;
+            }
+            self.gz.write_all(line)?;
+        }
+        if !mail.ends_with(b"\n") {
+            self.gz.write_all(b"\n")?;
+        }
+        self.gz.write_all(b"\n")?;
+        self.mails += 1;
+        self.raw_bytes += mail.len() as u64;
+        Ok(())
+    }
+
+    /// Mails appended so far.
+    pub fn mails(&self) -> usize {
+        self.mails
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mails == 0
+    }
+
+    /// Compressed bytes produced so far (the compressor may hold a little more): what a caller
+    /// bounds to start a new part.
+    pub fn compressed_len(&self) -> u64 {
+        self.gz.get_ref().len() as u64
+    }
+
+    /// Raw mail bytes appended so far.
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw_bytes
+    }
+
+    /// The gzipped mbox.
+    pub fn finish(self) -> io::Result<Vec<u8>> {
+        self.gz.finish()
+    }
 }
 
 /// mboxrd quoting: `>From ` (any number of `>`) lost one `>` when written.
@@ -182,7 +284,7 @@ mod tests {
         index.insert("inbox", ranges);
         let store = InputStore::new(LocalStore::new(dir.path()), index);
         let one = store.get("inbox#1").unwrap().unwrap();
-        assert_eq!(one, b"Subject: one\n\nbody\nFrom here\n\n");
+        assert_eq!(one, b"Subject: one\n\nbody\nFrom here\n");
         let two = store.get("inbox#2").unwrap().unwrap();
         assert!(two.starts_with(b"Subject: two"));
         assert_eq!(store.get("inbox#3").unwrap(), None);
@@ -193,5 +295,82 @@ mod tests {
         assert!(store.exists("moved/two").unwrap());
         std::fs::write(dir.path().join("mail"), "From: x@y\n\nhi").unwrap();
         assert!(!is_mbox(&dir.path().join("mail")));
+    }
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn written_bundles_read_back_byte_for_byte() {
+        let mails: Vec<&[u8]> = vec![
+            b"From: a@example.com\nSubject: plain\n\nbody\n",
+            // Body lines that look like separators, quoted or not, after a blank line or not.
+            b"From: b@example.com\n\nFrom the start\n\nFrom after a blank\n>From quoted\n>>From twice\n",
+            // CRLF, with a From line and a blank CRLF line before it.
+            b"From: c@example.com\r\nSubject: crlf\r\n\r\nline\r\n\r\nFrom crlf\r\n",
+            // Ends with empty lines.
+            b"From: d@example.com\n\nlast\n\n\n",
+            // A mail that itself starts with an mbox separator line.
+            b"From someone Mon Jan  1 00:00:00 2024\nFrom: e@example.com\n\nx\n",
+        ];
+        let mut w = MboxWriter::new();
+        for m in &mails {
+            w.append(m).unwrap();
+        }
+        assert_eq!(w.mails(), mails.len());
+        let gz = w.finish().unwrap();
+        let plain = gunzip(&gz);
+        let back = split_messages(&plain);
+        assert_eq!(
+            back.len(),
+            mails.len(),
+            "{}",
+            String::from_utf8_lossy(&plain)
+        );
+        for (got, want) in back.iter().zip(&mails) {
+            assert_eq!(String::from_utf8_lossy(got), String::from_utf8_lossy(want));
+        }
+
+        // The same bytes through the file reader `dmarc-tsv local --input` uses.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle.mbox");
+        std::fs::write(&path, &plain).unwrap();
+        assert!(is_mbox(&path));
+        let index = MboxIndex::default();
+        index.insert("bundle.mbox", scan(&path).unwrap());
+        let store = InputStore::new(LocalStore::new(dir.path()), index);
+        for (i, want) in mails.iter().enumerate() {
+            let got = store
+                .get(&message_key("bundle.mbox", i + 1))
+                .unwrap()
+                .unwrap();
+            assert_eq!(&got, want);
+        }
+    }
+
+    #[test]
+    fn writing_is_deterministic_and_adds_a_missing_final_newline() {
+        let write = |mails: &[&[u8]]| {
+            let mut w = MboxWriter::new();
+            for m in mails {
+                w.append(m).unwrap();
+            }
+            (w.compressed_len(), w.raw_bytes(), w.finish().unwrap())
+        };
+        let (_, raw, a) = write(&[b"From: x\n\nno newline", b"From: y\n\n"]);
+        assert_eq!(raw, 28);
+        let (_, _, b) = write(&[b"From: x\n\nno newline", b"From: y\n\n"]);
+        assert_eq!(a, b, "same mails, same bytes");
+        let back = split_messages(&gunzip(&a));
+        assert_eq!(
+            back,
+            vec![b"From: x\n\nno newline\n".to_vec(), b"From: y\n\n".to_vec()]
+        );
+        assert!(MboxWriter::new().is_empty());
     }
 }
