@@ -74,15 +74,34 @@ where
     E: Retryable + std::fmt::Display,
     F: FnMut() -> Result<T, E>,
 {
+    let first = op();
+    retry_after(policy, what, first, op)
+}
+
+/// [`retry`] when the first try already happened elsewhere (e.g. in a concurrent
+/// [`get_many`](super::store::ObjectStore::get_many)): `first` counts as attempt 1, so the
+/// attempts and backoff are exactly those of [`retry`].
+pub fn retry_after<T, E, F>(
+    policy: &RetryPolicy,
+    what: &str,
+    first: Result<T, E>,
+    mut op: F,
+) -> Result<T, E>
+where
+    E: Retryable + std::fmt::Display,
+    F: FnMut() -> Result<T, E>,
+{
     let mut attempt = 1;
+    let mut result = first;
     loop {
-        match op() {
+        match result {
             Ok(v) => return Ok(v),
             Err(e) if e.is_transient() && attempt < policy.attempts.max(1) => {
                 let wait = policy.backoff(attempt);
                 tracing::warn!(%e, attempt, ?wait, "{what}: transient error, retrying");
                 std::thread::sleep(wait);
                 attempt += 1;
+                result = op();
             }
             Err(e) => return Err(e),
         }
@@ -147,6 +166,24 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_first_result_from_elsewhere_counts_as_the_first_attempt() {
+        let mut calls = 0;
+        let first: Result<u32, StoreError> = Err(StoreError::Transient("slow down".into()));
+        let r = retry_after(&fast(), "get", first, || {
+            calls += 1;
+            Err(StoreError::Transient("still slow".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 2, "3 attempts in all, the first one given");
+        let mut calls = 0;
+        let r = retry_after(&fast(), "get", Ok::<u32, StoreError>(1), || {
+            calls += 1;
+            Ok(2)
+        });
+        assert_eq!((r.unwrap(), calls), (1, 0));
     }
 
     #[test]

@@ -35,6 +35,12 @@ impl StoreError {
 pub trait ObjectStore: Send + Sync {
     /// The whole object, or `None` when it does not exist.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// [`ObjectStore::get`] of several keys, one result per key in the order given: one request
+    /// per key, which an adapter may send concurrently (S3 does) so that a batch waits for its
+    /// slowest GET instead of the sum of them. The caller bounds how many bytes it asks for at once.
+    fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
     /// Atomically creates or replaces the object (readers see the old or the new bytes, never a mix).
     fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError>;
     /// Removes the object; removing a missing object is not an error.
