@@ -12,9 +12,9 @@ use super::events::{Body, MailRef, parse_body};
 use super::failpoint::hit;
 use super::layout::{hash_parts, is_partition, yyyymmdd};
 use super::queue::{Message, Queue, ReceiveOptions};
-use super::retry::retry;
+use super::retry::{retry, retry_after};
 use super::staged::StagedBuilder;
-use super::store::ObjectStore;
+use super::store::{ObjectStore, StoreError};
 use super::summary::StageSummary;
 use crate::columns::COLUMNS;
 use crate::error::{SkipReason, Skipped};
@@ -45,6 +45,10 @@ pub struct LedgerMail {
 pub struct Ledger {
     pub v: u32,
     pub batch: String,
+    /// UTC day the batch was staged (`YYYYMMDD`): names the folder of its archive bundle, so a
+    /// rerun on a later day writes the same key. Absent in ledgers of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
     pub staged: Vec<String>,
     pub mails: Vec<LedgerMail>,
 }
@@ -170,12 +174,19 @@ pub fn ingest_batch(
     };
     let mut batch = Batch::default();
     let mut done_receipts = Vec::new();
-    for message in messages {
-        match ingest_message(p, message, &mut batch, &mut summary)? {
-            MessageFate::Done => done_receipts.push(message.receipt.clone()),
-            MessageFate::Foreign => summary.foreign += 1,
-            MessageFate::Left => summary.left_for_retry += 1,
+    // A receive's worth of messages at a time: their mails are fetched together (concurrently on
+    // S3), then handled one by one exactly as if each had been fetched alone.
+    for chunk in messages.chunks(p.settings.pollmessages.max(1) as usize) {
+        let bodies: Vec<Body> = chunk.iter().map(|m| parse_body(&m.body)).collect();
+        batch.prefetched = prefetch(p, &bodies, &batch.handled);
+        for (message, body) in chunk.iter().zip(bodies) {
+            match ingest_message(p, message, body, &mut batch, &mut summary)? {
+                MessageFate::Done => done_receipts.push(message.receipt.clone()),
+                MessageFate::Foreign => summary.foreign += 1,
+                MessageFate::Left => summary.left_for_retry += 1,
+            }
         }
+        batch.prefetched.clear();
     }
     write_batch(p, &mut batch, &mut summary)?;
     if p.settings.deletesqs && !done_receipts.is_empty() {
@@ -186,6 +197,62 @@ pub fn ingest_batch(
     Ok(summary)
 }
 
+/// Bytes of mail fetched ahead at once (by the sizes the events announce; a mail of unknown size
+/// counts as `maxmailbytes`). At least one mail is always fetched, so this only bounds batching.
+pub const PREFETCH_BYTES: u64 = 64 << 20;
+
+/// First tries of the GETs of the mails `bodies` name, at most `pollmessages` of them and
+/// [`PREFETCH_BYTES`], skipping mails already handled in this batch or too big to be read at all.
+/// Mails left out are fetched one by one when handled.
+fn prefetch(p: &Pipeline, bodies: &[Body], handled: &BTreeMap<MailId, MailFate>) -> Prefetched {
+    let mut wanted: Vec<&MailRef> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut bytes = 0u64;
+    let refs = bodies.iter().flat_map(|b| match b {
+        Body::Mails(refs) => refs.as_slice(),
+        Body::Ignore(_) | Body::Foreign(_) => &[],
+    });
+    for mail in refs {
+        let id = mail_id(mail);
+        let size = mail.size.unwrap_or(p.settings.maxmailbytes);
+        if handled.contains_key(&id) || size > p.settings.maxmailbytes || !seen.insert(id) {
+            continue;
+        }
+        if wanted.len() >= p.settings.pollmessages as usize
+            || (!wanted.is_empty() && bytes + size > PREFETCH_BYTES)
+        {
+            break;
+        }
+        bytes += size;
+        wanted.push(mail);
+    }
+    let mut by_bucket: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for mail in wanted {
+        by_bucket.entry(&mail.bucket).or_default().push(&mail.key);
+    }
+    let mut prefetched = Prefetched::new();
+    for (bucket, keys) in by_bucket {
+        // A bucket that cannot be resolved is reported when its mails are handled.
+        let Ok(store) = p.mail_store(bucket) else {
+            continue;
+        };
+        for (key, result) in keys.iter().zip(store.get_many(&keys)) {
+            prefetched.insert((bucket.to_string(), key.to_string()), result);
+        }
+    }
+    prefetched
+}
+
+/// (bucket, key) of a mail.
+type MailId = (String, String);
+
+fn mail_id(mail: &MailRef) -> MailId {
+    (mail.bucket.clone(), mail.key.clone())
+}
+
+/// First GET results of mails fetched ahead, by mail.
+type Prefetched = HashMap<MailId, Result<Option<Vec<u8>>, StoreError>>;
+
 /// Everything one batch accumulates before it is written.
 #[derive(Default)]
 struct Batch {
@@ -193,7 +260,9 @@ struct Batch {
     partitions: BTreeMap<String, StagedBuilder>,
     mails: Vec<LedgerMail>,
     /// Fate of each mail already handled in this batch (a message delivered twice in one batch).
-    handled: BTreeMap<(String, String), MailFate>,
+    handled: BTreeMap<MailId, MailFate>,
+    /// Mails fetched ahead for the messages being handled.
+    prefetched: Prefetched,
 }
 
 /// What to do with a message once its mails were handled.
@@ -210,10 +279,11 @@ enum MessageFate {
 fn ingest_message(
     p: &Pipeline,
     message: &Message,
+    body: Body,
     batch: &mut Batch,
     summary: &mut StageSummary,
 ) -> Result<MessageFate, PipelineError> {
-    let refs = match parse_body(&message.body) {
+    let refs = match body {
         Body::Mails(refs) => refs,
         Body::Ignore(why) => {
             tracing::info!(message = %message.id, "ignoring message: {why}");
@@ -228,7 +298,7 @@ fn ingest_message(
     };
     let mut fate = MessageFate::Done;
     for mail in refs {
-        let id = (mail.bucket.clone(), mail.key.clone());
+        let id = mail_id(&mail);
         if batch.handled.contains_key(&id) {
             continue;
         }
@@ -294,7 +364,10 @@ fn ingest_mail(
         record(batch, mail, MailFate::Quarantined, 0, 0, reasons.to_vec());
         return Ok(MailFate::Quarantined);
     }
-    let bytes = retry(&p.retry, "get mail", || store.get(&mail.key))?;
+    let bytes = match batch.prefetched.remove(&mail_id(mail)) {
+        Some(first) => retry_after(&p.retry, "get mail", first, || store.get(&mail.key))?,
+        None => retry(&p.retry, "get mail", || store.get(&mail.key))?,
+    };
     hit("stage.after_get_mail")?;
     let Some(bytes) = bytes else {
         tracing::info!(bucket = %mail.bucket, key = %mail.key, "mail already gone (archived earlier)");
@@ -433,6 +506,7 @@ fn write_batch(
     let ledger = Ledger {
         v: 1,
         batch: id.clone(),
+        day: Some(yyyymmdd(p.now())),
         staged: staged_keys,
         mails: std::mem::take(&mut batch.mails),
     };
