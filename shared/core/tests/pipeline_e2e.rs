@@ -8,12 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dmarc_tsv_core::pipeline::failpoint::{FAILPOINTS, FailpointSpec, with_failpoint};
+use dmarc_tsv_core::pipeline::failpoint::{
+    FAILPOINTS, FailpointSpec, formats_reaching, with_failpoint,
+};
 use dmarc_tsv_core::pipeline::layout::yyyymmdd;
 use dmarc_tsv_core::pipeline::queue::{Message, Queue, QueueError, ReceiveOptions};
 use dmarc_tsv_core::pipeline::run::compact_all;
 use dmarc_tsv_core::pipeline::{
-    LocalStore, Pipeline, RetryPolicy, RunSummary, Settings, archive, drain, run_all,
+    ArchiveFormat, LocalStore, Pipeline, RetryPolicy, RunSummary, Settings, archive, drain, run_all,
 };
 use pipeline_support::*;
 
@@ -366,48 +368,66 @@ fn a_deadline_stops_the_drain_and_says_more() {
     assert_eq!(s.rows_written, 2);
 }
 
-/// What a finished run leaves: output rows, quarantined files, archived files, staging/commits.
-fn end_state(root: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// What a finished run leaves: output rows, quarantined files, archived files and the archived
+/// mails (bundles opened), staging/commits.
+type EndState = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+
+fn end_state(root: &Path) -> EndState {
     (
         output_rows(root),
         files(root, "quarantine/"),
         files(root, "archive/"),
+        archived_mails(root, "archive/"),
     )
 }
 
 #[test]
 fn every_failpoint_in_error_mode_then_a_rerun_gives_the_clean_output() {
     let fixtures = all_fixtures();
-    let clean_dir = tempfile::tempdir().unwrap();
-    let keys = put_mails(clean_dir.path(), &refs(&fixtures));
-    let p = local_pipeline(clean_dir.path(), settings());
-    let q = MemQueue::new();
-    q.send_keys(&refs(&keys));
-    run_all(&p, &q, &never).unwrap();
-    let clean = end_state(clean_dir.path());
-    assert_eq!(clean.0.len(), 4);
-
-    for name in FAILPOINTS {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = put_mails(dir.path(), &refs(&fixtures));
-        let p = local_pipeline(dir.path(), settings());
+    for format in [ArchiveFormat::Mail, ArchiveFormat::Mbox] {
+        let settings = Settings {
+            archiveformat: format,
+            ..settings()
+        };
+        let clean_dir = tempfile::tempdir().unwrap();
+        let keys = put_mails(clean_dir.path(), &refs(&fixtures));
+        let p = local_pipeline(clean_dir.path(), settings.clone());
         let q = MemQueue::new();
         q.send_keys(&refs(&keys));
-        let spec: FailpointSpec = format!("{name}:1:error").parse().unwrap();
-        let first = with_failpoint(spec, || run_all(&p, &q, &never));
-        // Errors on one mail leave its message (the batch goes on); others fail the call.
-        let fired = match &first {
-            Err(e) => e.is_transient() && e.to_string().contains(name),
-            Ok(s) => s.stage.left_for_retry > 0,
-        };
-        assert!(fired, "{name}: {first:?}");
-        q.redeliver();
-        let second = run_all(&p, &q, &never).unwrap();
-        assert!(!second.more);
-        assert_eq!(end_state(dir.path()), clean, "{name}");
-        assert_no_leftovers(dir.path());
-        assert!(files(dir.path(), "staging/ledger/").is_empty(), "{name}");
-        assert_eq!(q.undeleted(), 0, "{name}");
+        run_all(&p, &q, &never).unwrap();
+        let clean = end_state(clean_dir.path());
+        assert_eq!(clean.0.len(), 4);
+        assert_eq!(
+            clean.3.len(),
+            5,
+            "{format}: every usable mail archived once"
+        );
+
+        for name in FAILPOINTS
+            .iter()
+            .filter(|n| formats_reaching(n).contains(&format))
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let keys = put_mails(dir.path(), &refs(&fixtures));
+            let p = local_pipeline(dir.path(), settings.clone());
+            let q = MemQueue::new();
+            q.send_keys(&refs(&keys));
+            let spec: FailpointSpec = format!("{name}:1:error").parse().unwrap();
+            let first = with_failpoint(spec, || run_all(&p, &q, &never));
+            // Errors on one mail leave its message (the batch goes on); others fail the call.
+            let fired = match &first {
+                Err(e) => e.is_transient() && e.to_string().contains(name),
+                Ok(s) => s.stage.left_for_retry > 0,
+            };
+            assert!(fired, "{format} {name}: {first:?}");
+            q.redeliver();
+            let second = run_all(&p, &q, &never).unwrap();
+            assert!(!second.more);
+            assert_eq!(end_state(dir.path()), clean, "{format} {name}");
+            assert_no_leftovers(dir.path());
+            assert!(files(dir.path(), "staging/ledger/").is_empty(), "{name}");
+            assert_eq!(q.undeleted(), 0, "{name}");
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::settings::ArchiveFormat;
+
 /// Every failpoint, in pipeline order. Crash tests iterate over this list.
 pub const FAILPOINTS: &[&str] = &[
     "stage.after_receive",
@@ -27,9 +29,23 @@ pub const FAILPOINTS: &[&str] = &[
     "compact.after_staged_delete",
     "compact.after_commit_delete",
     "archive.after_copy",
+    "archive.after_bundle_put",
     "archive.after_source_delete",
     "archive.after_ledger_delete",
 ];
+
+/// The archive formats under which a failpoint is reached. Archiving runs differ by format
+/// (`archive.after_copy` only moves single mails, `archive.after_bundle_put` only writes
+/// bundles), so crash tests run each archive failpoint under every format that reaches it; the
+/// other steps do not depend on the format and run under the default one.
+pub fn formats_reaching(name: &str) -> &'static [ArchiveFormat] {
+    match name {
+        "archive.after_copy" => &[ArchiveFormat::Mail],
+        "archive.after_bundle_put" => &[ArchiveFormat::Mbox],
+        n if n.starts_with("archive.") => &[ArchiveFormat::Mail, ArchiveFormat::Mbox],
+        _ => &[ArchiveFormat::Mail],
+    }
+}
 
 /// Exit code of a process killed by an `abort` failpoint.
 pub const ABORT_EXIT_CODE: i32 = 86;

@@ -58,7 +58,7 @@ pub use local_store::{DirQueue, LocalStore};
 pub use mbox::InputStore;
 pub use retry::RetryPolicy;
 pub use run::run_all;
-pub use settings::{Settings, SettingsError};
+pub use settings::{ArchiveFormat, Settings, SettingsError};
 pub use stage::{drain, ingest_batch};
 pub use summary::{ArchiveSummary, CompactSummary, PlanSummary, RunSummary, StageSummary};
 
@@ -105,6 +105,8 @@ pub struct Pipeline {
     /// Fixed time (seconds since the epoch) for dated folders (archive, quarantine); `None` = the
     /// current time at each use (a warm Lambda lives across days).
     pub fixed_time: Option<i64>,
+    /// Gzip size at which an mbox archive bundle starts a new part (memory bound of archiving).
+    pub bundle_part_bytes: u64,
 }
 
 impl Pipeline {
@@ -125,6 +127,7 @@ impl Pipeline {
             retry: RetryPolicy::default(),
             hooks: Arc::new(NoHooks),
             fixed_time: None,
+            bundle_part_bytes: archive::BUNDLE_PART_BYTES,
         })
     }
 

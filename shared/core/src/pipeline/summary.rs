@@ -125,8 +125,11 @@ impl CompactSummary {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveSummary {
-    /// Mails moved to the archive prefix.
+    /// Mails moved to the archive prefix (copied one by one, or written into a bundle).
     pub moved: u64,
+    /// Bundle objects written (`-archiveformat mbox`; a bundle over the part size counts its parts).
+    #[serde(default)]
+    pub bundles: u64,
     /// Quarantined mails accounted for by the ledgers handled.
     pub quarantined: u64,
     /// Ledgers finished (deleted).
@@ -142,6 +145,7 @@ pub struct ArchiveSummary {
 impl ArchiveSummary {
     pub fn add(&mut self, o: &ArchiveSummary) {
         self.moved += o.moved;
+        self.bundles += o.bundles;
         self.quarantined += o.quarantined;
         self.ledgers += o.ledgers;
         self.waiting = o.waiting;

@@ -107,6 +107,8 @@ pub struct FlakyStore {
     pub inner: LocalStore,
     failures: Mutex<Vec<(&'static str, u32)>>,
     pub calls: AtomicU32,
+    /// `get_many` calls and the keys they asked for, in order.
+    pub get_many_calls: Mutex<Vec<Vec<String>>>,
 }
 
 impl FlakyStore {
@@ -115,6 +117,7 @@ impl FlakyStore {
             inner,
             failures: Mutex::new(Vec::new()),
             calls: AtomicU32::new(0),
+            get_many_calls: Mutex::new(Vec::new()),
         }
     }
 
@@ -137,6 +140,13 @@ impl ObjectStore for FlakyStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.check("get")?;
         self.inner.get(key)
+    }
+    fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
+        self.get_many_calls
+            .lock()
+            .unwrap()
+            .push(keys.iter().map(|k| k.to_string()).collect());
+        keys.iter().map(|k| self.get(k)).collect()
     }
     fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
         self.check("put")?;
@@ -281,6 +291,32 @@ pub fn report_xml(org: &str, report_id: &str, begin: i64, records: u32) -> Strin
 }
 
 /// Nothing left behind by finished work: no staged rows, ledgers or commit records.
+/// Every archived mail under `prefix` (single files as they are, bundles split into their mails),
+/// as short digests, sorted: the archive as a multiset of mails.
+pub fn archived_mails(root: &Path, prefix: &str) -> Vec<String> {
+    let mut mails = Vec::new();
+    for key in files(root, prefix) {
+        let bytes = std::fs::read(root.join(&key)).unwrap();
+        if key.ends_with(".mbox.gz") {
+            let mut plain = Vec::new();
+            flate2::read::MultiGzDecoder::new(&bytes[..])
+                .read_to_end(&mut plain)
+                .unwrap();
+            mails.extend(dmarc_tsv_core::pipeline::mbox::split_messages(&plain));
+        } else {
+            mails.push(bytes);
+        }
+    }
+    let mut digests: Vec<String> = mails.iter().map(|m| digest(m)).collect();
+    digests.sort();
+    digests
+}
+
+/// Short digest of a mail, for comparing archives without printing mails.
+pub fn digest(bytes: &[u8]) -> String {
+    dmarc_tsv_core::pipeline::layout::hash_parts([bytes], 8)
+}
+
 pub fn assert_no_leftovers(root: &Path) {
     let staging = files(root, "staging/");
     assert!(staging.is_empty(), "left in staging: {staging:?}");
