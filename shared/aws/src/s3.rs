@@ -15,6 +15,10 @@ use crate::counters::{S3Api, S3Counters, S3Requests};
 /// pipeline's `maxmailbytes`; staged and output objects are far below this.
 pub const DEFAULT_MAX_GET_BYTES: u64 = 1 << 30;
 
+/// GETs of one [`ObjectStore::get_many`] call in flight at once: enough to hide S3's per-request
+/// latency for a receive's worth of mails, few enough to stay far below S3's request rate limits.
+pub const MAX_CONCURRENT_GETS: usize = 16;
+
 /// One bucket, reached through a shared S3 client.
 ///
 /// The [`ObjectStore`] trait is synchronous: every call blocks the calling thread on the tokio
@@ -104,6 +108,35 @@ impl S3Store {
         read_bounded(response.body, key, declared, self.max_get_bytes)
             .await
             .map(Some)
+    }
+
+    async fn get_many_async(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
+        let mut results: Vec<Option<Result<Option<Vec<u8>>, StoreError>>> =
+            keys.iter().map(|_| None).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, key) in keys.iter().enumerate() {
+            if tasks.len() >= MAX_CONCURRENT_GETS {
+                collect_one(&mut tasks, &mut results).await;
+            }
+            let store = self.clone();
+            let key = (*key).to_owned();
+            tasks.spawn(async move { (index, store.get_async(&key).await) });
+        }
+        while !tasks.is_empty() {
+            collect_one(&mut tasks, &mut results).await;
+        }
+        results
+            .into_iter()
+            .zip(keys)
+            .map(|(result, key)| {
+                // Only a task that panicked or was cancelled leaves its slot empty.
+                result.unwrap_or_else(|| {
+                    Err(StoreError::Transient(format!(
+                        "GET {key}: task did not finish"
+                    )))
+                })
+            })
+            .collect()
     }
 
     async fn put_async(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
@@ -225,6 +258,12 @@ impl ObjectStore for S3Store {
         self.handle.block_on(self.get_async(key))
     }
 
+    /// The GETs run concurrently on the runtime, at most [`MAX_CONCURRENT_GETS`] at a time; each
+    /// result is what [`ObjectStore::get`] of that key would have returned.
+    fn get_many(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
+        self.handle.block_on(self.get_many_async(keys))
+    }
+
     fn put(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
         self.handle.block_on(self.put_async(key, body))
     }
@@ -247,6 +286,24 @@ impl ObjectStore for S3Store {
 
     fn describe(&self) -> String {
         format!("s3://{}", self.bucket)
+    }
+}
+
+type GetResult = Result<Option<Vec<u8>>, StoreError>;
+
+/// Waits for one GET task of [`S3Store::get_many`] and files its result at its key's index.
+async fn collect_one(
+    tasks: &mut tokio::task::JoinSet<(usize, GetResult)>,
+    results: &mut [Option<GetResult>],
+) {
+    match tasks.join_next().await {
+        Some(Ok((index, result))) => {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(result);
+            }
+        }
+        Some(Err(err)) => tracing::error!("S3 GET task failed: {err}"),
+        None => {}
     }
 }
 

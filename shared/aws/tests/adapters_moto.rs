@@ -96,6 +96,51 @@ fn s3_get_put_delete_exists_roundtrip_and_missing_keys() {
 }
 
 #[test]
+fn s3_get_many_returns_each_key_in_order_with_missing_keys_as_none() {
+    let moto = MotoServer::start();
+    let rt = runtime();
+    let store = store_with_bucket(&rt, &moto, "data");
+    // More keys than run at once, so the bounded window has to slide.
+    let keys: Vec<String> = (0..40)
+        .map(|i| format!("incoming/mail {i:02}.eml"))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        if i % 7 != 3 {
+            store.put(key, format!("mail {i}").as_bytes()).unwrap();
+        }
+    }
+    let before = store.requests();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let got = store.get_many(&refs);
+    assert_eq!(got.len(), keys.len());
+    for (i, result) in got.into_iter().enumerate() {
+        let expected = (i % 7 != 3).then(|| format!("mail {i}").into_bytes());
+        assert_eq!(result.unwrap(), expected, "key {i}");
+    }
+    let after = store.requests();
+    assert_eq!(after.get - before.get, 40, "one GET per key");
+    assert_eq!((after.put, after.head), (before.put, before.head));
+    assert!(store.get_many(&[]).is_empty());
+}
+
+#[test]
+fn s3_get_many_reports_errors_per_key() {
+    let moto = MotoServer::start();
+    let rt = runtime();
+    let store = store_with_bucket(&rt, &moto, "data").with_max_get_bytes(4);
+    store.put("small", b"ok").unwrap();
+    store.put("big", b"too big").unwrap();
+    let got = store.get_many(&["big", "small", "gone"]);
+    assert!(matches!(&got[0], Err(StoreError::Permanent(msg)) if msg.contains("exceeds")));
+    assert_eq!(got[1].as_ref().unwrap().as_deref(), Some(&b"ok"[..]));
+    assert_eq!(got[2].as_ref().unwrap(), &None);
+    // A bucket that does not exist: every key fails, none panics.
+    let other = store.with_bucket("no-such-bucket");
+    let got = other.get_many(&["a", "b"]);
+    assert!(got.iter().all(|r| r.is_err()), "{got:?}");
+}
+
+#[test]
 fn s3_get_refuses_objects_over_the_bound() {
     let moto = MotoServer::start();
     let rt = runtime();
