@@ -18,8 +18,8 @@ use dmarc_tsv_core::Skipped;
 use dmarc_tsv_core::pipeline::mbox::MboxIndex;
 use dmarc_tsv_core::pipeline::store::{ObjectStore, StoreError};
 use dmarc_tsv_core::pipeline::{
-    DirQueue, Hooks, InputStore, LocalStore, MailRef, Pipeline, RunSummary, Settings, StageSummary,
-    run_all,
+    ArchiveFormat, DirQueue, Hooks, InputStore, LocalStore, MailRef, Pipeline, RunSummary,
+    Settings, StageSummary, run_all,
 };
 use dmarc_tsv_core::writer::Format;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -47,6 +47,10 @@ struct Args {
     /// from the input too; their copy is in OUTPUT/quarantine/).
     #[arg(long = "move", value_name = "DIR")]
     move_dir: Option<PathBuf>,
+    /// With --move: `mail` moves each input to DIR/YYYYMMDD/<relative path>; `mbox` writes each
+    /// staged batch as one gzipped mbox DIR/YYYYMMDD/<batch>.mbox.gz and removes the inputs.
+    #[arg(long, value_name = "FORMAT", default_value = "mail")]
+    archiveformat: ArchiveFormat,
     /// Output files hold at most N*1024 rows.
     #[arg(long, value_name = "N", default_value_t = 32)]
     maxrecords: u32,
@@ -215,6 +219,7 @@ fn settings_of(args: &Args) -> anyhow::Result<Settings> {
         emptypolls: 1,
         // No SQS batch limit here: stage many mails per staged object (fewer files, fuller pieces).
         stagebatch: LOCAL_STAGE_BATCH,
+        archiveformat: args.archiveformat,
         ..Settings::default()
     };
     if let Some(rows) = args.compactrows {
@@ -339,7 +344,19 @@ fn print_summary(args: &Args, input: &Path, s: &RunSummary) -> anyhow::Result<()
         writeln!(e, "  quarantined 0")?;
     }
     if let Some(dir) = &args.move_dir {
-        writeln!(e, "  moved {} inputs to {}", s.archive.moved, dir.display())?;
+        match args.archiveformat {
+            ArchiveFormat::Mail => {
+                writeln!(e, "  moved {} inputs to {}", s.archive.moved, dir.display())?
+            }
+            ArchiveFormat::Mbox => writeln!(
+                e,
+                "  moved {} inputs into {} mbox bundle(s) in {} — look: zcat {}/*/*.mbox.gz | less",
+                s.archive.moved,
+                s.archive.bundles,
+                dir.display(),
+                dir.display()
+            )?,
+        }
     }
     writeln!(e, "  time {:.2}s", s.elapsed.as_secs_f64())?;
     let ext = args.format.extension();

@@ -65,6 +65,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         "After compaction, move each processed mail to `<move>/<YYYYMMDD>/<key>` in its bucket (UTC run date). Empty: leave mails where they are.",
     ),
     (
+        "archiveformat",
+        Kind::Value,
+        "How `-move` archives: `mail` (one copy per mail, as above; one S3 COPY each) or `mbox` (one gzipped mbox per staged batch, `<move>/<YYYYMMDD>/<batch>.mbox.gz`, UTC staging date; split past 64 MiB; GETs instead of COPYs).",
+    ),
+    (
         "pollmessages",
         Kind::Value,
         "Messages per SQS receive (1-10).",
@@ -243,6 +248,7 @@ fn setting_text(s: &Settings, flag: &str) -> String {
         "emptypolls" => s.emptypolls.to_string(),
         "maxrecords" => s.maxrecords.to_string(),
         "move" => s.move_prefix.clone(),
+        "archiveformat" => s.archiveformat.as_str().to_owned(),
         "pollmessages" => s.pollmessages.to_string(),
         "polltimeout" => s.polltimeout.to_string(),
         "sqsprocessingtime" => s.sqsprocessingtime.to_string(),
@@ -570,6 +576,31 @@ mod tests {
         assert_eq!(
             build_settings(&given, &no_env).unwrap_err(),
             "-polltimeout must be between 1 and 20 (got \"30\") [DMARC_POLLTIMEOUT]"
+        );
+    }
+
+    #[test]
+    fn archiveformat_comes_from_the_flag_or_the_environment() {
+        use dmarc_tsv_core::pipeline::ArchiveFormat;
+        let defaults = build_settings(&flags(REQUIRED_FLAGS), &no_env).unwrap();
+        assert_eq!(
+            defaults.archiveformat,
+            ArchiveFormat::Mail,
+            "the seed's moves"
+        );
+        let env = |k: &str| (k == "DMARC_ARCHIVEFORMAT").then(|| "mbox".to_owned());
+        let s = build_settings(&flags(REQUIRED_FLAGS), &env).unwrap();
+        assert_eq!(s.archiveformat, ArchiveFormat::Mbox);
+        let mut given = flags(REQUIRED_FLAGS);
+        given.push(("archiveformat", "mail".into()));
+        assert_eq!(
+            build_settings(&given, &env).unwrap().archiveformat,
+            ArchiveFormat::Mail
+        );
+        given.push(("archiveformat", "tar".into()));
+        assert_eq!(
+            build_settings(&given, &no_env).unwrap_err(),
+            "-archiveformat must be mail or mbox (got \"tar\") [DMARC_ARCHIVEFORMAT]"
         );
     }
 

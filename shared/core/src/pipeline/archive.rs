@@ -17,6 +17,7 @@
 //! mails; that one is written last, so its presence means the whole bundle is there.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::Pipeline;
 use super::error::PipelineError;
@@ -49,52 +50,125 @@ pub fn archive(
     let prefix = p.layout.ledger_prefix();
     let ledgers = retry(&p.retry, "list ledgers", || p.data.list(&prefix))?;
     let mut summary = ArchiveSummary::default();
-    let mut handled = 0;
+    let mut ready = Vec::new();
     for obj in &ledgers {
-        if handled >= MAX_LEDGERS_PER_CALL || should_stop() {
+        if ready.len() >= MAX_LEDGERS_PER_CALL || should_stop() {
             summary.more = true;
             break;
         }
-        let Some(bytes) = retry(&p.retry, "get ledger", || p.data.get(&obj.key))? else {
-            continue;
-        };
-        // An unreadable ledger only delays archiving of its mails: report it, go on with others.
-        let ledger: Ledger = match serde_json::from_slice(&bytes) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(key = %obj.key, "unreadable ledger left in place: {e}");
-                summary.unreadable += 1;
-                continue;
-            }
-        };
-        if !all_consumed(p, &ledger)? {
-            summary.waiting += 1;
-            continue;
+        if let Some(ledger) = read_ready_ledger(p, &obj.key, &mut summary)? {
+            ready.push((obj.key.as_str(), ledger));
         }
-        handled += 1;
-        summary.quarantined += ledger
+    }
+    let mut jobs = Vec::new();
+    for (key, ledger) in ready {
+        match plan_ledger(p, key, ledger)? {
+            Some(job) => jobs.push(job),
+            None => summary.unreadable += 1,
+        }
+    }
+    // Ledgers whose bundle is already written go first: their mails may have been staged again
+    // under another ledger (local mode finds the unmoved inputs again; SQS may redeliver), and
+    // deleting them now keeps that other ledger from bundling them a second time.
+    jobs.sort_by_key(|job| !job.resumes());
+    for job in jobs {
+        if should_stop() {
+            summary.more = true;
+            break;
+        }
+        job.run(p, &mut summary)?;
+    }
+    p.hooks.archived(&summary);
+    Ok(summary)
+}
+
+/// The ledger at `key` if all its staged objects are consumed; counts unreadable and waiting ones.
+fn read_ready_ledger(
+    p: &Pipeline,
+    key: &str,
+    summary: &mut ArchiveSummary,
+) -> Result<Option<Ledger>, PipelineError> {
+    let Some(bytes) = retry(&p.retry, "get ledger", || p.data.get(key))? else {
+        return Ok(None);
+    };
+    // An unreadable ledger only delays archiving of its mails: report it, go on with others.
+    let ledger: Ledger = match serde_json::from_slice(&bytes) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(key = %key, "unreadable ledger left in place: {e}");
+            summary.unreadable += 1;
+            return Ok(None);
+        }
+    };
+    if !all_consumed(p, &ledger)? {
+        summary.waiting += 1;
+        return Ok(None);
+    }
+    Ok(Some(ledger))
+}
+
+/// One ledger to archive, with its bundles planned (mbox) and whether they were written already.
+struct LedgerJob<'a> {
+    key: &'a str,
+    ledger: Ledger,
+    bundles: Vec<PlannedBundle>,
+}
+
+struct PlannedBundle {
+    bundle: Bundle,
+    source: Arc<dyn ObjectStore>,
+    mails: Vec<MailRef>,
+    /// The final part exists: an earlier attempt wrote the bundle; only the deletes remain.
+    written: bool,
+}
+
+/// Plans a ledger's archiving; `None` when its bundle day is unusable (left in place, reported).
+fn plan_ledger<'a>(
+    p: &Pipeline,
+    key: &'a str,
+    ledger: Ledger,
+) -> Result<Option<LedgerJob<'a>>, PipelineError> {
+    let mut bundles = Vec::new();
+    if p.moves_mails() && p.settings.archiveformat == ArchiveFormat::Mbox {
+        let Some(day) = bundle_day(p, key, &ledger)? else {
+            return Ok(None);
+        };
+        bundles = plan_bundles(p, &ledger, &day)?;
+    }
+    Ok(Some(LedgerJob {
+        key,
+        ledger,
+        bundles,
+    }))
+}
+
+impl LedgerJob<'_> {
+    fn resumes(&self) -> bool {
+        self.bundles.iter().any(|b| b.written)
+    }
+
+    fn run(self, p: &Pipeline, summary: &mut ArchiveSummary) -> Result<(), PipelineError> {
+        summary.quarantined += self
+            .ledger
             .mails
             .iter()
             .filter(|m| m.fate == MailFate::Quarantined)
             .count() as u64;
         if p.moves_mails() {
             match p.settings.archiveformat {
-                ArchiveFormat::Mail => move_mails(p, &ledger, &mut summary)?,
+                ArchiveFormat::Mail => move_mails(p, &self.ledger, summary)?,
                 ArchiveFormat::Mbox => {
-                    let Some(day) = bundle_day(p, &obj.key, &ledger)? else {
-                        summary.unreadable += 1;
-                        continue;
-                    };
-                    bundle_ledger(p, &ledger, &day, &mut summary)?;
+                    for planned in &self.bundles {
+                        planned.run(p, summary)?;
+                    }
                 }
             }
         }
-        retry(&p.retry, "delete ledger", || p.data.delete(&obj.key))?;
+        retry(&p.retry, "delete ledger", || p.data.delete(self.key))?;
         hit("archive.after_ledger_delete")?;
         summary.ledgers += 1;
+        Ok(())
     }
-    p.hooks.archived(&summary);
-    Ok(summary)
 }
 
 fn all_consumed(p: &Pipeline, ledger: &Ledger) -> Result<bool, PipelineError> {
@@ -185,7 +259,7 @@ fn bundle_day(
 
 /// Where one bundle's parts go.
 struct Bundle {
-    store: std::sync::Arc<dyn ObjectStore>,
+    store: Arc<dyn ObjectStore>,
     move_prefix: String,
     day: String,
     name: String,
@@ -202,19 +276,22 @@ impl Bundle {
     }
 }
 
-/// Bundles the ledger's staged mails (one bundle per mail bucket; one bucket is the usual case),
-/// then deletes them.
-fn bundle_ledger(
+/// The ledger's bundles (one per mail bucket; one bucket is the usual case), each with whether it
+/// was written already.
+fn plan_bundles(
     p: &Pipeline,
     ledger: &Ledger,
     day: &str,
-    summary: &mut ArchiveSummary,
-) -> Result<(), PipelineError> {
-    let mut by_bucket: BTreeMap<&str, Vec<&MailRef>> = BTreeMap::new();
+) -> Result<Vec<PlannedBundle>, PipelineError> {
+    let mut by_bucket: BTreeMap<&str, Vec<MailRef>> = BTreeMap::new();
     for mail in staged_mails(ledger) {
-        by_bucket.entry(&mail.bucket).or_default().push(mail);
+        by_bucket
+            .entry(&mail.bucket)
+            .or_default()
+            .push(mail.clone());
     }
     let several = by_bucket.len() > 1;
+    let mut planned = Vec::new();
     for (bucket, mails) in by_bucket {
         let source = p.mail_store(bucket)?;
         // Names only depend on the ledger, so every attempt targets the same keys.
@@ -230,19 +307,34 @@ fn bundle_ledger(
             name,
         };
         let complete = bundle.key(None);
-        if retry(&p.retry, "check bundle", || bundle.store.exists(&complete))? {
-            tracing::info!(bundle = %complete, "bundle already written: deleting its mails");
+        let written = retry(&p.retry, "check bundle", || bundle.store.exists(&complete))?;
+        planned.push(PlannedBundle {
+            bundle,
+            source,
+            mails,
+            written,
+        });
+    }
+    Ok(planned)
+}
+
+impl PlannedBundle {
+    /// Writes the bundle unless it was written already, then deletes its mails.
+    fn run(&self, p: &Pipeline, summary: &mut ArchiveSummary) -> Result<(), PipelineError> {
+        if self.written {
+            tracing::info!(bundle = %self.bundle.key(None), "bundle already written: deleting its mails");
         } else {
-            write_bundle(p, &*source, &bundle, &mails, summary)?;
+            let mails: Vec<&MailRef> = self.mails.iter().collect();
+            write_bundle(p, &*self.source, &self.bundle, &mails, summary)?;
         }
-        for mail in &mails {
+        for mail in &self.mails {
             retry(&p.retry, "delete archived mail", || {
-                source.delete(&mail.key)
+                self.source.delete(&mail.key)
             })?;
             hit("archive.after_source_delete")?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// GETs the mails (a bounded group at a time) into the bundle's parts and writes them, the final
@@ -278,11 +370,13 @@ fn write_bundle(
             }
         }
     }
+    // Parts an earlier attempt wrote beyond ours hold mails twice; with no mail left at all, every
+    // part it wrote does (its mails were bundled under another ledger since).
+    drop_stale_parts(p, bundle, parts + 1)?;
     if bundled == 0 {
         tracing::warn!(bundle = %bundle.key(None), "every mail of the bundle is gone: none written");
         return Ok(());
     }
-    drop_stale_parts(p, bundle, parts + 1)?;
     let body = writer.finish().map_err(bundle_error)?;
     put_part(p, bundle, None, &body)?;
     summary.bundles += 1;
