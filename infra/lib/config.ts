@@ -40,6 +40,11 @@ export interface DmarcTsvConfig {
   readonly archiveTransitionDays: number;
   /** 0 = keep archived mails forever. */
   readonly archiveExpireDays: number;
+  /**
+   * DMARC_ARCHIVEFORMAT: `mbox` = one gzipped mbox per staged batch (one PUT per batch plus a GET
+   * per mail); `mail` = the seed's one object per mail (one S3 COPY, $5 per million, per mail).
+   */
+  readonly archiveFormat: 'mail' | 'mbox';
   readonly quarantineExpireDays: number;
   readonly athenaResultsExpireDays: number;
   readonly accessLogsExpireDays: number;
@@ -88,6 +93,7 @@ export const DEFAULTS = {
   athenaResultsPrefix: 'athena-results/',
   archiveTransitionDays: 30,
   archiveExpireDays: 400,
+  archiveFormat: 'mbox',
   quarantineExpireDays: 90,
   athenaResultsExpireDays: 30,
   accessLogsExpireDays: 90,
@@ -266,6 +272,7 @@ export function readConfig(node: Node): DmarcTsvConfig {
     prefixes,
     archiveTransitionDays: ctx.int('archiveTransitionDays', 1, 36500),
     archiveExpireDays: ctx.int('archiveExpireDays', 0, 36500),
+    archiveFormat: ctx.oneOf('archiveFormat', ['mail', 'mbox'] as const),
     quarantineExpireDays: ctx.int('quarantineExpireDays', 1, 36500),
     athenaResultsExpireDays: ctx.int('athenaResultsExpireDays', 1, 36500),
     accessLogsExpireDays: ctx.int('accessLogsExpireDays', 1, 36500),

@@ -137,6 +137,7 @@ export class DmarcTsvStack extends Stack {
       DMARC_COMPACTROWS: String(config.compactRows),
       DMARC_FORMAT: config.format,
       DMARC_MOVE: prefixes.archive,
+      DMARC_ARCHIVEFORMAT: config.archiveFormat,
       DMARC_INCOMINGPREFIX: prefixes.incoming,
       DMARC_STAGINGPREFIX: prefixes.staging,
       DMARC_STATEPREFIX: prefixes.state,

@@ -177,6 +177,7 @@ describe('lambdas', () => {
     assert.equal(env.DMARC_BUCKETREGION, 'us-east-1');
     assert.equal(env.DMARC_SQSREGION, 'us-east-1');
     assert.equal(env.DMARC_MOVE, 'archive/');
+    assert.equal(env.DMARC_ARCHIVEFORMAT, 'mbox', 'bundles: no COPY per mail');
     assert.equal(env.DMARC_MAXRECORDS, '32');
     assert.equal(env.DMARC_INCOMINGPREFIX, 'incoming/');
     assert.equal(env.DMARC_STAGINGPREFIX, 'staging/');
@@ -421,6 +422,15 @@ describe('Athena', () => {
     assert.equal(sd.InputFormat, 'org.apache.hadoop.mapred.TextInputFormat');
     assert.equal(sd.SerdeInfo.SerializationLibrary, 'org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe');
     assert.equal(sd.SerdeInfo.Parameters['field.delim'], '\t');
+  });
+
+  it("passes archiveFormat=mail through to both functions (the seed's one object per mail)", () => {
+    const mail = synth({ archiveFormat: 'mail' });
+    for (const f of [mail.stack.ingest.function, mail.stack.compact.function]) {
+      const env = mail.json.Resources[logicalId(f)].Properties.Environment.Variables;
+      assert.equal(env.DMARC_ARCHIVEFORMAT, 'mail');
+    }
+    assert.throws(() => synth({ archiveFormat: 'zip' }), /archiveFormat/);
   });
 
   it('uses OpenCSVSerde and skips the header for format=csv', () => {
