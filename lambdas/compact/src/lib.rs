@@ -134,7 +134,9 @@ pub fn compact_metrics(s: &CompactSummary) -> Metrics {
 }
 
 pub fn archive_metrics(s: &ArchiveSummary) -> Metrics {
-    Metrics::default().count("Moved", s.moved)
+    Metrics::default()
+        .count("Moved", s.moved)
+        .count("Bundles", s.bundles)
 }
 
 /// Clients and settings, built once per container.
@@ -222,6 +224,7 @@ fn run_action(
             let s = dmarc_tsv_core::pipeline::archive(p, &out_of_time)?;
             tracing::info!(
                 moved = s.moved,
+                bundles = s.bundles,
                 quarantined = s.quarantined,
                 ledgers = s.ledgers,
                 waiting = s.waiting,
@@ -408,5 +411,18 @@ mod tests {
         assert_eq!(doc["Files"], json!(1));
         assert_eq!(doc["Rows"], json!(10));
         assert_eq!(doc["Duplicates"], json!(1));
+    }
+
+    #[test]
+    fn archive_metrics_count_moved_mails_and_bundles() {
+        let s = ArchiveSummary {
+            moved: 100,
+            bundles: 1,
+            ..ArchiveSummary::default()
+        };
+        let docs = archive_metrics(&s).emf_documents(FUNCTION, 5);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["Moved"], json!(100));
+        assert_eq!(docs[0]["Bundles"], json!(1));
     }
 }
