@@ -10,7 +10,10 @@ mod run_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use dmarc_tsv_core::pipeline::FAILPOINTS;
+use dmarc_tsv_core::pipeline::failpoint::formats_reaching;
+use dmarc_tsv_core::pipeline::layout::hash_parts;
+use dmarc_tsv_core::pipeline::mbox::split_messages;
+use dmarc_tsv_core::pipeline::{ArchiveFormat, FAILPOINTS};
 use moto::MotoServer;
 use run_support::*;
 
@@ -26,26 +29,32 @@ fn mails() -> Vec<(&'static str, &'static str)> {
     mails
 }
 
-/// Every failpoint at its first hit, plus later hits where a step runs more than once.
-fn cases() -> Vec<String> {
-    let mut cases: Vec<String> = FAILPOINTS
+/// Every failpoint at its first hit under each archive format that reaches it, plus later hits
+/// where a step runs more than once.
+fn cases() -> Vec<(String, ArchiveFormat)> {
+    let mut cases: Vec<(String, ArchiveFormat)> = FAILPOINTS
         .iter()
-        .map(|name| format!("{name}:1:abort"))
+        .flat_map(|name| {
+            formats_reaching(name)
+                .iter()
+                .map(move |format| (format!("{name}:1:abort"), *format))
+        })
         .collect();
     cases.extend(
         [
-            "stage.after_get_mail:3:abort",
-            "stage.after_staged_put:2:abort",
-            "compact.after_output_put:2:abort",
-            "archive.after_copy:3:abort",
+            ("stage.after_get_mail:3:abort", ArchiveFormat::Mail),
+            ("stage.after_staged_put:2:abort", ArchiveFormat::Mail),
+            ("compact.after_output_put:2:abort", ArchiveFormat::Mail),
+            ("archive.after_copy:3:abort", ArchiveFormat::Mail),
+            ("archive.after_source_delete:3:abort", ArchiveFormat::Mbox),
         ]
-        .map(String::from),
+        .map(|(case, format)| (case.to_string(), format)),
     );
     cases
 }
 
 /// Short polls; several batches (2 messages each); a short visibility only for the crash run.
-fn run_args(visibility: u64) -> Vec<String> {
+fn run_args(visibility: u64, format: ArchiveFormat) -> Vec<String> {
     [
         "-move=archive",
         "-polltimeout=1",
@@ -55,8 +64,27 @@ fn run_args(visibility: u64) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([format!("-sqsprocessingtime={visibility}")])
+    .chain([
+        format!("-sqsprocessingtime={visibility}"),
+        format!("-archiveformat={format}"),
+    ])
     .collect()
+}
+
+/// The archived mails as short digests, sorted: single objects as they are, bundles opened.
+fn archived_mails(aws: &Aws) -> Vec<String> {
+    let mut mails = Vec::new();
+    for key in aws.keys("archive/") {
+        let bytes = aws.get(&key);
+        if key.ends_with(".mbox.gz") {
+            mails.extend(split_messages(&gunzip(&bytes)));
+        } else {
+            mails.push(bytes);
+        }
+    }
+    let mut digests: Vec<String> = mails.iter().map(|m| hash_parts([m], 8)).collect();
+    digests.sort();
+    digests
 }
 
 fn check_end_state(aws: &Aws, case: &str, expected: &[Vec<String>]) {
@@ -70,17 +98,23 @@ fn check_end_state(aws: &Aws, case: &str, expected: &[Vec<String>]) {
         Vec::<String>::new(),
         "{case}: incoming/ left"
     );
-    let archived: BTreeSet<String> = aws
-        .keys("archive/")
-        .iter()
-        .map(|key| date_folder(key, "archive/").1)
-        .collect();
-    let expected_archive: BTreeSet<String> = mails()
-        .iter()
-        .filter(|(_, key)| *key != BAD[0].1)
-        .map(|(_, key)| key.to_string())
-        .collect();
-    assert_eq!(archived, expected_archive, "{case}: archive");
+    let usable = mails().into_iter().filter(|(_, key)| *key != BAD[0].1);
+    let keys = aws.keys("archive/");
+    if keys.iter().all(|k| k.ends_with(".mbox.gz")) {
+        // Bundles: every usable mail exactly once, as an mbox gives it back.
+        let mut expected: Vec<String> = usable
+            .map(|(fixture, _)| hash_parts([as_bundled(fixture)], 8))
+            .collect();
+        expected.sort();
+        assert_eq!(archived_mails(aws), expected, "{case}: archived mails");
+    } else {
+        let archived: BTreeSet<String> = keys
+            .iter()
+            .map(|key| date_folder(key, "archive/").1)
+            .collect();
+        let expected: BTreeSet<String> = usable.map(|(_, key)| key.to_string()).collect();
+        assert_eq!(archived, expected, "{case}: archive");
+    }
     assert_eq!(
         aws.keys("quarantine/").len(),
         2,
@@ -111,12 +145,11 @@ fn a_run_killed_at_any_failpoint_then_rerun_ends_like_an_undisturbed_run() {
         .iter()
         .flat_map(|(fixture, _)| parsed_rows(fixture))
         .collect();
-    let crash_args = run_args(CRASH_VISIBILITY_SECONDS);
-    let crash_args: Vec<&str> = crash_args.iter().map(String::as_str).collect();
-
     // Crash every case first, then wait once for the in-flight messages to come back.
     let mut sites = Vec::new();
-    for (index, case) in cases().into_iter().enumerate() {
+    for (index, (case, format)) in cases().into_iter().enumerate() {
+        let crash_args = run_args(CRASH_VISIBILITY_SECONDS, format);
+        let crash_args: Vec<&str> = crash_args.iter().map(String::as_str).collect();
         let aws = Aws::setup(&moto, &format!("crash-{index}"), &format!("crash-{index}"));
         for (fixture, key) in mails() {
             aws.upload(fixture, key);
@@ -133,13 +166,13 @@ fn a_run_killed_at_any_failpoint_then_rerun_ends_like_an_undisturbed_run() {
             "{case} did not fire (or failed otherwise):\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        sites.push((case, aws));
+        sites.push((format!("{format} {case}"), format, aws));
     }
     std::thread::sleep(Duration::from_secs(CRASH_VISIBILITY_SECONDS + 1));
 
-    let rerun_args = run_args(300);
-    let rerun_args: Vec<&str> = rerun_args.iter().map(String::as_str).collect();
-    for (case, aws) in &sites {
+    for (case, format, aws) in &sites {
+        let rerun_args = run_args(300, *format);
+        let rerun_args: Vec<&str> = rerun_args.iter().map(String::as_str).collect();
         let output = run_binary(&moto, aws, &rerun_args, &[]);
         assert_success(&output, &moto, &format!("rerun after {case}"));
         check_end_state(aws, case, &expected);
@@ -156,7 +189,7 @@ fn a_transient_failure_exits_75_and_the_next_run_recovers() {
         .iter()
         .flat_map(|(fixture, _)| parsed_rows(fixture))
         .collect();
-    let failing_args = run_args(CRASH_VISIBILITY_SECONDS);
+    let failing_args = run_args(CRASH_VISIBILITY_SECONDS, ArchiveFormat::Mail);
     let failing_args: Vec<&str> = failing_args.iter().map(String::as_str).collect();
     let cases = [
         "stage.after_staged_put:1:error",
@@ -179,7 +212,7 @@ fn a_transient_failure_exits_75_and_the_next_run_recovers() {
         sites.push((case, aws));
     }
     std::thread::sleep(Duration::from_secs(CRASH_VISIBILITY_SECONDS + 1));
-    let args = run_args(300);
+    let args = run_args(300, ArchiveFormat::Mail);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     for (case, aws) in &sites {
         let output = run_binary(&moto, aws, &args, &[]);

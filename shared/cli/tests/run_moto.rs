@@ -10,6 +10,7 @@ mod run_support;
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
+use dmarc_tsv_core::pipeline::mbox::split_messages;
 use moto::MotoServer;
 use run_support::*;
 
@@ -202,6 +203,77 @@ fn run_drains_stages_compacts_archives_and_quarantines_like_the_seed() {
         "an idle run writes nothing: {idle}"
     );
     assert_eq!(aws.keys("dmarc/"), outputs_before);
+}
+
+/// The same mails archived as bundles: one gzipped mbox per staged batch instead of a COPY per
+/// mail, every mail in it once, byte for byte. Prints the requests per report of both formats.
+#[test]
+fn run_with_archiveformat_mbox_bundles_each_batch_once() {
+    let moto = MotoServer::start();
+    let mut per_report = Vec::new();
+    for format in ["mail", "mbox"] {
+        let aws = Aws::setup(
+            &moto,
+            &format!("bundle-{format}"),
+            &format!("bundle-{format}"),
+        );
+        for (fixture, key) in GOOD.iter().chain([&DUPLICATE_IN_RUN]) {
+            aws.upload(fixture, key);
+        }
+        let archiveformat = format!("-archiveformat={format}");
+        let output = run_binary(
+            &moto,
+            &aws,
+            &[
+                "-move=archive/",
+                &archiveformat,
+                "-polltimeout=1",
+                "-emptypolls=1",
+            ],
+            &[],
+        );
+        assert_success(&output, &moto, &format!("run {archiveformat}"));
+        let summary = summary_of(&output);
+        print_requests(&format!("archiveformat={format}"), &summary);
+        assert_eq!(aws.keys("incoming/"), Vec::<String>::new(), "{format}");
+        let archived = aws.keys("archive/");
+        let mails = GOOD.len() as u64 + 1;
+        let copies = number(&summary, "/requests/s3/copy");
+        if format == "mail" {
+            assert_eq!(archived.len() as u64, mails);
+            assert_eq!(copies, mails, "one COPY per mail");
+        } else {
+            assert_eq!(copies, 0, "bundles are written, not copied");
+            assert_eq!(
+                number(&summary, "/summary/archive/bundles"),
+                archived.len() as u64
+            );
+            assert!(archived.len() < GOOD.len(), "{archived:?}");
+            let mut got = Vec::new();
+            for key in &archived {
+                let (date, name) = date_folder(key, "archive/");
+                assert!(today_candidates().contains(&date), "{key}");
+                assert!(name.ends_with(".mbox.gz"), "{key}");
+                got.extend(split_messages(&gunzip(&aws.get(key))));
+            }
+            let mut expected: Vec<Vec<u8>> = GOOD
+                .iter()
+                .chain([&DUPLICATE_IN_RUN])
+                .map(|(fixture, _)| as_bundled(fixture))
+                .collect();
+            expected.sort();
+            got.sort();
+            assert!(got == expected, "every mail exactly once, byte for byte");
+        }
+        let reports = number(&summary, "/summary/stage/reports") as f64;
+        per_report.push((
+            format,
+            number(&summary, "/requests/s3/put") as f64 / reports,
+            copies as f64 / reports,
+            number(&summary, "/requests/s3/get") as f64 / reports,
+        ));
+    }
+    eprintln!("per report (PUT, COPY, GET): {per_report:?}");
 }
 
 #[test]

@@ -95,6 +95,16 @@ pub const DUPLICATE_LATER: (&str, &str) = (
     "incoming/later/mox-google-again",
 );
 
+/// A fixture's bytes as an mbox bundle gives them back: mbox cannot keep a missing final newline
+/// (a bare `.xml.gz` file has none), so it gets one.
+pub fn as_bundled(fixture: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(corpus(fixture)).unwrap();
+    if !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
+    }
+    bytes
+}
+
 pub fn corpus(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/corpus")
