@@ -168,6 +168,8 @@ class Expected:
     usable: set[str] = field(default_factory=set)
     unusable: set[str] = field(default_factory=set)
     duplicates: int = 0
+    # Bytes of each usable mail, to find it again inside archive bundles (DMARC_ARCHIVEFORMAT=mbox).
+    bodies: dict[str, bytes] = field(default_factory=dict)
 
     def rows(self) -> list[tuple]:
         return [row for variants in self.reports.values() for row in variants[0]]
@@ -223,6 +225,7 @@ def parse_expected(cli: Path, mails: list[Mail], cols: Columns, scratch: Path) -
             expected.unusable.add(mail.key)
             continue
         expected.usable.add(mail.key)
+        expected.bodies[mail.key] = mail.body
         by_report: dict[tuple, list[tuple]] = collections.defaultdict(list)
         for row in rows:
             by_report[cols.identity(row)].append(cols.comparable(row))
@@ -565,13 +568,60 @@ def check_outputs(
     return chosen
 
 
+def mbox_messages(data: bytes) -> list[bytes]:
+    """The mails of an mboxrd stream, as `dmarc-tsv local` reads them: a `From ` line at the start
+    or after an empty line separates; that empty line belongs to the separator; `>From ` quoting
+    loses one `>`."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    if data.endswith(b"\n"):
+        lines.pop()
+    elif lines:
+        lines[-1] = lines[-1][:-1]
+    messages: list[list[bytes]] = []
+    previous_blank, at_start = False, True
+    for line in lines:
+        if (at_start or previous_blank) and line.startswith(b"From "):
+            messages.append([])
+        elif messages:
+            messages[-1].append(line)
+        at_start = False
+        previous_blank = line in (b"\n", b"\r\n")
+    out = []
+    for message in messages:
+        if message and message[-1] in (b"\n", b"\r\n"):
+            message.pop()
+        out.append(b"".join(line[1:] if re.match(rb">+From ", line) else line for line in message))
+    return out
+
+
+def check_bundles(checks: Checks, aws: LocalAws, bucket: str, move: str, expected: Expected) -> None:
+    """Archive bundles (`<move>/YYYYMMDD/<batch>.mbox.gz`) hold every usable mail exactly once and
+    no unusable one (mbox adds a final newline where a mail had none)."""
+    keys = aws.keys(bucket, move)
+    shape = re.compile(rf"^{re.escape(move.rstrip('/'))}/\d{{8}}/[0-9a-f]+(-[0-9a-f]+)?(\.part\d+)?\.mbox\.gz$")
+    odd = [k for k in keys if not shape.match(k)]
+    checks.check(not odd, f"archive keys are bundles: {odd[:3]}")
+    archived = collections.Counter()
+    for key in keys:
+        for message in mbox_messages(gzip.decompress(aws.get(bucket, key))):
+            archived[message] += 1
+    wanted = collections.Counter(b if b.endswith(b"\n") else b + b"\n" for b in expected.bodies.values())
+    missing = sum((wanted - archived).values())
+    extra = sum((archived - wanted).values())
+    checks.check(missing == 0, f"{missing} usable mail(s) missing from the archive bundles")
+    checks.check(extra == 0, f"{extra} archived mail(s) too many (twice, or not usable) in {len(keys)} bundles")
+
+
 def check_mails_and_leftovers(checks: Checks, aws: LocalAws, spec: tpl.StackSpec, env: dict[str, str], expected: Expected) -> None:
     bucket = spec.bucket
     incoming = env.get("DMARC_INCOMINGPREFIX", "incoming/")
     move = env.get("DMARC_MOVE", "")
     quarantine = env.get("DMARC_QUARANTINEPREFIX", "quarantine/")
     left = aws.keys(bucket, incoming)
-    if move:
+    if move and env.get("DMARC_ARCHIVEFORMAT", "mail") == "mbox":
+        checks.check(not left, f"incoming/ empty after archiving; left: {left[:3]}")
+        check_bundles(checks, aws, bucket, move, expected)
+    elif move:
         checks.check(not left, f"incoming/ empty after archiving; left: {left[:3]}")
         archived = aws.keys(bucket, move)
         date_dir = re.compile(rf"^{re.escape(move.rstrip('/'))}/\d{{8}}/(?P<key>.+)$")
