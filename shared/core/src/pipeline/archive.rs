@@ -362,6 +362,8 @@ fn write_bundle(
             };
             writer.append(&bytes).map_err(bundle_error)?;
             bundled += 1;
+            // The bundle keeps the bytes, not the key: this line is where a mail can be found again.
+            tracing::info!(key = %mail.key, bundle = %bundle.key(None), "mail archived");
             if writer.compressed_len() >= p.bundle_part_bytes {
                 parts += 1;
                 let body = std::mem::take(&mut writer).finish().map_err(bundle_error)?;

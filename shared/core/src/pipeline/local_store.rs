@@ -251,7 +251,7 @@ impl ObjectStore for LocalStore {
 /// bucket = the folder's name as given, key = the file's relative path. Hidden files, temporary
 /// files, Markdown notes and a Maildir's `tmp/` are skipped; so are `exclude`d folders (e.g. the output inside the
 /// input). An mbox file gives one message per mail it holds (`inbox#2`; read them through
-/// [`mbox::InputStore`]). `delete` only marks messages done: local runs list the folder afresh.
+/// [`mbox::InputStore`]); so does a gzipped mbox named `*.mbox.gz` (an archive bundle). `delete` only marks messages done: local runs list the folder afresh.
 pub struct DirQueue {
     bucket: String,
     mbox: MboxIndex,
@@ -287,18 +287,28 @@ impl DirQueue {
         let mut files = Vec::with_capacity(found.len());
         for (key, size) in found {
             let path = input.join(&key);
-            if !may_be_mbox(&key) || !mbox::is_mbox(&path) {
+            // Archive bundles are named `*.mbox.gz`; other `.gz` files are never opened to look.
+            let gzipped = is_mbox_gz(&key) && mbox::is_gzipped_mbox(&path);
+            if !gzipped && (!may_be_mbox(&key) || !mbox::is_mbox(&path)) {
                 files.push((key, size));
                 continue;
             }
-            let ranges = mbox::scan(&path)?;
+            let ranges = if gzipped {
+                mbox::scan_gzipped(&path)?
+            } else {
+                mbox::scan(&path)?
+            };
             files.extend(
                 ranges
                     .iter()
                     .enumerate()
                     .map(|(i, (start, end))| (mbox::message_key(&key, i + 1), end - start)),
             );
-            mbox.insert(&key, ranges);
+            if gzipped {
+                mbox.insert_gzipped(&key, ranges);
+            } else {
+                mbox.insert(&key, ranges);
+            }
         }
         let pending: VecDeque<Message> = files
             .into_iter()
@@ -383,6 +393,11 @@ fn may_be_mbox(key: &str) -> bool {
     const SINGLE: &[&str] = &[".eml", ".xml", ".gz", ".zip", ".json", ".msg"];
     let lower = key.to_ascii_lowercase();
     !SINGLE.iter().any(|ext| lower.ends_with(ext))
+}
+
+/// The name of an archive bundle (`-archiveformat mbox`): a gzipped mbox.
+fn is_mbox_gz(key: &str) -> bool {
+    key.to_ascii_lowercase().ends_with(".mbox.gz")
 }
 
 /// `dir` is one of the (already resolved) excluded folders.

@@ -1,13 +1,15 @@
 //! mbox files (mboxrd): one file holding many mails, each after a `From ` separator line.
 //!
 //! Reading, in local mode: [`super::DirQueue`] indexes them (`inbox.mbox#3` is the third mail) and
-//! [`InputStore`] serves those keys. mbox files are read, never modified: deleting or moving one
-//! message of an mbox is a no-op (a rerun finds its reports already committed and skips them).
+//! [`InputStore`] serves those keys. Gzipped mbox files (archive bundles, `*.mbox.gz`) are read
+//! the same way, through the decompressed stream. mbox files are read, never modified: deleting or
+//! moving one message of an mbox is a no-op (a rerun finds its reports already committed and skips
+//! them).
 //!
 //! Writing, for archive bundles (`-archiveformat mbox`): [`MboxWriter`] appends mails to a gzipped
 //! mboxrd stream that the reader above gives back byte for byte (for mails ending in a newline).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -19,22 +21,38 @@ use super::store::{ObjectInfo, ObjectStore, StoreError};
 /// Byte range (start, end) of one message inside its mbox file.
 pub type MessageRange = (u64, u64);
 
-/// The message ranges of each mbox, by the mbox's key.
+/// The message ranges of each mbox, by the mbox's key (for a gzipped mbox: ranges of the
+/// decompressed stream).
 #[derive(Debug, Clone, Default)]
-pub struct MboxIndex(Arc<Mutex<BTreeMap<String, Vec<MessageRange>>>>);
+pub struct MboxIndex {
+    ranges: Arc<Mutex<BTreeMap<String, Vec<MessageRange>>>>,
+    gzipped: Arc<Mutex<BTreeSet<String>>>,
+}
 
 impl MboxIndex {
     pub fn insert(&self, key: &str, ranges: Vec<MessageRange>) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.ranges.lock() {
             m.insert(key.to_string(), ranges);
         }
+    }
+
+    /// A gzipped mbox: its ranges are offsets in the decompressed stream.
+    pub fn insert_gzipped(&self, key: &str, ranges: Vec<MessageRange>) {
+        self.insert(key, ranges);
+        if let Ok(mut g) = self.gzipped.lock() {
+            g.insert(key.to_string());
+        }
+    }
+
+    fn is_gzipped(&self, file: &str) -> bool {
+        self.gzipped.lock().is_ok_and(|g| g.contains(file))
     }
 
     /// The byte range of `inbox.mbox#3`-style keys (1-based).
     pub fn range_of(&self, key: &str) -> Option<(String, MessageRange)> {
         let (file, n) = key.rsplit_once('#')?;
         let n: usize = n.parse().ok()?;
-        let m = self.0.lock().ok()?;
+        let m = self.ranges.lock().ok()?;
         let range = *m.get(file)?.get(n.checked_sub(1)?)?;
         Some((file.to_string(), range))
     }
@@ -52,6 +70,21 @@ pub fn is_mbox(path: &Path) -> bool {
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok()
         && &head == b"From "
+}
+
+/// A gzip file whose decompressed content starts like an mbox (an archive bundle).
+pub fn is_gzipped_mbox(path: &Path) -> bool {
+    let mut head = [0u8; 5];
+    File::open(path)
+        .and_then(|f| flate2::read::MultiGzDecoder::new(BufReader::new(f)).read_exact(&mut head))
+        .is_ok()
+        && &head == b"From "
+}
+
+/// [`scan`] of a gzipped mbox: ranges in the decompressed stream.
+pub fn scan_gzipped(path: &Path) -> io::Result<Vec<MessageRange>> {
+    let decoder = flate2::read::MultiGzDecoder::new(BufReader::new(File::open(path)?));
+    scan_reader(BufReader::new(decoder))
 }
 
 /// Byte ranges of the messages (separator lines excluded). A separator is a `From ` line at the
@@ -199,11 +232,58 @@ fn unquote(bytes: &[u8]) -> Vec<u8> {
 pub struct InputStore {
     files: LocalStore,
     mbox: MboxIndex,
+    /// Where the last read of a gzipped mbox stopped: messages are read in order, so the next one
+    /// usually continues the same stream instead of decompressing from the start again.
+    gz_cursor: Mutex<Option<GzCursor>>,
+}
+
+struct GzCursor {
+    file: String,
+    pos: u64,
+    reader: flate2::read::MultiGzDecoder<BufReader<File>>,
 }
 
 impl InputStore {
     pub fn new(files: LocalStore, mbox: MboxIndex) -> Self {
-        InputStore { files, mbox }
+        InputStore {
+            files,
+            mbox,
+            gz_cursor: Mutex::new(None),
+        }
+    }
+
+    fn read_gzipped_message(
+        &self,
+        file: &str,
+        (start, end): MessageRange,
+    ) -> Result<Vec<u8>, StoreError> {
+        let err = |e: io::Error| StoreError::Permanent(format!("reading {file}: {e}"));
+        let mut cursor = self
+            .gz_cursor
+            .lock()
+            .map_err(|_| StoreError::Transient(format!("reading {file}: lock poisoned")))?;
+        let reusable = cursor
+            .as_ref()
+            .is_some_and(|c| c.file == file && c.pos <= start);
+        if !reusable {
+            let f = File::open(self.files.path_of(file)?).map_err(err)?;
+            *cursor = Some(GzCursor {
+                file: file.to_string(),
+                pos: 0,
+                reader: flate2::read::MultiGzDecoder::new(BufReader::new(f)),
+            });
+        }
+        let Some(c) = cursor.as_mut() else {
+            return Err(StoreError::Transient(format!("reading {file}: no reader")));
+        };
+        io::copy(&mut (&mut c.reader).take(start - c.pos), &mut io::sink()).map_err(err)?;
+        let mut bytes = Vec::new();
+        (&mut c.reader)
+            .take(end.saturating_sub(start))
+            .read_to_end(&mut bytes)
+            .map_err(err)?;
+        c.pos = start + bytes.len() as u64;
+        Ok(unquote(&bytes))
     }
 
     fn read_message(&self, file: &str, (start, end): MessageRange) -> Result<Vec<u8>, StoreError> {
@@ -223,7 +303,11 @@ impl ObjectStore for InputStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.mbox.range_of(key) {
             Some((file, range)) if self.files.exists(&file)? => {
-                self.read_message(&file, range).map(Some)
+                if self.mbox.is_gzipped(&file) {
+                    self.read_gzipped_message(&file, range).map(Some)
+                } else {
+                    self.read_message(&file, range).map(Some)
+                }
             }
             Some(_) => Ok(None),
             None => self.files.get(key),
@@ -372,5 +456,31 @@ mod tests {
             vec![b"From: x\n\nno newline\n".to_vec(), b"From: y\n\n".to_vec()]
         );
         assert!(MboxWriter::new().is_empty());
+    }
+
+    #[test]
+    fn gzipped_bundles_are_read_like_plain_mbox_files_in_any_order() {
+        let mails: Vec<&[u8]> = vec![
+            b"From: a@example.com\n\nFrom the top\n",
+            b"From: b@example.com\r\n\r\nbody\r\n",
+            b"From: c@example.com\n\nlast\n",
+        ];
+        let mut w = MboxWriter::new();
+        for m in &mails {
+            w.append(m).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.mbox.gz");
+        std::fs::write(&path, w.finish().unwrap()).unwrap();
+        assert!(is_gzipped_mbox(&path) && !is_mbox(&path));
+        let index = MboxIndex::default();
+        index.insert_gzipped("b.mbox.gz", scan_gzipped(&path).unwrap());
+        let store = InputStore::new(LocalStore::new(dir.path()), index);
+        for n in [1, 2, 3, 2, 1, 3] {
+            let got = store.get(&message_key("b.mbox.gz", n)).unwrap().unwrap();
+            assert_eq!(got, mails[n - 1], "message {n}");
+        }
+        std::fs::write(dir.path().join("plain.gz"), b"\x1f\x8b not gzip").unwrap();
+        assert!(!is_gzipped_mbox(&dir.path().join("plain.gz")));
     }
 }
