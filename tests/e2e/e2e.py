@@ -49,7 +49,7 @@ except ImportError as missing:  # pragma: no cover - tool check
 
 INGEST = "dmarc-tsv-ingest"
 COMPACT = "dmarc-tsv-compact"
-DEFAULT_FAILPOINTS = ["stage.after_staged_put", "compact.after_output_put", "archive.after_copy"]
+DEFAULT_FAILPOINTS = ["stage.after_staged_put", "compact.after_output_put", "archive.after_bundle_put"]
 OUTPUT_KEY = re.compile(r"^(?P<prefix>.*)dt=(?P<dt>\d{4}-\d{2}-\d{2})/part-(?P<name>[0-9a-f]{16})\.(?P<ext>tsv|csv)\.gz$")
 
 
