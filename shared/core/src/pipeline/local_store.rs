@@ -251,7 +251,8 @@ impl ObjectStore for LocalStore {
 /// bucket = the folder's name as given, key = the file's relative path. Hidden files, temporary
 /// files, Markdown notes and a Maildir's `tmp/` are skipped; so are `exclude`d folders (e.g. the output inside the
 /// input). An mbox file gives one message per mail it holds (`inbox#2`; read them through
-/// [`mbox::InputStore`]); so does a gzipped mbox named `*.mbox.gz` (an archive bundle). `delete` only marks messages done: local runs list the folder afresh.
+/// [`mbox::InputStore`]); so does a gzipped mbox named `*.mbox.gz` (an archive bundle).
+/// `delete` only marks messages done: local runs list the folder afresh.
 pub struct DirQueue {
     bucket: String,
     mbox: MboxIndex,
