@@ -5,6 +5,11 @@ dmarc-tsv-aws adapters count every call); Step Functions transitions from the ex
 log; Lambda time from the invocations' durations and the template's memory sizes. Added to that:
 what AWS does per mail outside the Lambdas (SES's PUT of the mail, S3's SendMessage of the event).
 Prices: us-east-1 list prices, free tiers ignored.
+
+The Lambda line is measured wall time of the invocations against a slow local peer (moto answers
+in milliseconds to seconds, AWS in tens of milliseconds): an upper bound. Next to it, clearly an
+estimate, the GB-s that the measured CPU time of the function processes plus an assumed AWS
+latency per counted request would bill.
 """
 
 from __future__ import annotations
@@ -23,9 +28,15 @@ PRICES = {
     "lambda_arm_gb_second": 0.0000133334,
 }
 
+# Assumed in-region latency of one request, for the Lambda estimate only (not measured here):
+# small-object S3 requests take ~10-30 ms, SQS requests ~5-15 ms. The functions send their
+# requests one after another, so waiting time adds up per request.
+ASSUMED_LATENCY_S = {"s3": 0.020, "sqs": 0.010}
 
-def requests_from_log(log: Path) -> dict[str, collections.Counter]:
-    totals = {"s3": collections.Counter(), "sqs": collections.Counter()}
+
+def requests_by_function(log: Path) -> dict[str, dict[str, collections.Counter]]:
+    """function (the EMF `Function` dimension: ingest, compact) -> service -> API -> requests."""
+    totals: dict[str, dict[str, collections.Counter]] = {}
     for line in log.read_text(errors="replace").splitlines():
         if not line.startswith("{") or '"_aws"' not in line:
             continue
@@ -33,9 +44,37 @@ def requests_from_log(log: Path) -> dict[str, collections.Counter]:
             doc = json.loads(line)
         except json.JSONDecodeError:
             continue
+        per_service = totals.setdefault(doc.get("Function", "?"), {})
         for service, apis in doc.get("Requests", {}).items():
+            per_service.setdefault(service, collections.Counter()).update(apis)
+    return totals
+
+
+def requests_from_log(log: Path) -> dict[str, collections.Counter]:
+    totals = {"s3": collections.Counter(), "sqs": collections.Counter()}
+    for per_service in requests_by_function(log).values():
+        for service, apis in per_service.items():
             totals.setdefault(service, collections.Counter()).update(apis)
     return totals
+
+
+def estimated_gb_seconds(by_function: dict[str, dict[str, collections.Counter]], cpu_seconds: dict[str, float],
+                         memory_mb: dict[str, int]) -> float | None:
+    """GB-s if each function were busy for its measured CPU time plus ASSUMED_LATENCY_S per request
+    it sent. Empty polls are left out: their wait is the per-run closing long polls (emptypolls x
+    polltimeout per ingest worker), a fixed cost per run, not per report. None without CPU times."""
+    if not cpu_seconds:
+        return None
+    total = 0.0
+    for binary, cpu in cpu_seconds.items():
+        # Binaries are dmarc-tsv-<function>; the EMF dimension is <function>.
+        per_service = by_function.get(binary.removeprefix("dmarc-tsv-"), {})
+        s3 = sum(per_service.get("s3", {}).values())
+        sqs = per_service.get("sqs", collections.Counter())
+        sqs_requests = sqs["receive"] - sqs["empty_receive"] + sqs["delete_batch"] + sqs["get_queue_url"]
+        busy = cpu + s3 * ASSUMED_LATENCY_S["s3"] + sqs_requests * ASSUMED_LATENCY_S["sqs"]
+        total += busy * memory_mb.get(binary, 128) / 1024
+    return total
 
 
 def transitions(event_files: list[Path]) -> int:
@@ -48,7 +87,8 @@ def transitions(event_files: list[Path]) -> int:
 
 
 def measure(log: Path, event_files: list[Path], invocations: list[dict], memory_mb: dict[str, int],
-            mails: int, reports: int, seconds: float) -> dict:
+            mails: int, reports: int, seconds: float, cpu_seconds: dict[str, float] | None = None) -> dict:
+    by_function = requests_by_function(log)
     req = requests_from_log(log)
     s3, sqs = req["s3"], req["sqs"]
     s3_tier1 = s3["put"] + s3["copy"] + s3["list"] + mails  # + SES writing each mail
@@ -63,6 +103,11 @@ def measure(log: Path, event_files: list[Path], invocations: list[dict], memory_
         "lambda": len(invocations) / 1e6 * PRICES["lambda_per_million"] + gb_seconds * PRICES["lambda_arm_gb_second"],
     }
     per_million = {k: v / max(reports, 1) * 1e6 for k, v in cost.items()}
+    estimate_gb_seconds = estimated_gb_seconds(by_function, cpu_seconds or {}, memory_mb)
+    lambda_estimate = None
+    if estimate_gb_seconds is not None:
+        lambda_estimate = (len(invocations) / 1e6 * PRICES["lambda_per_million"]
+                           + estimate_gb_seconds * PRICES["lambda_arm_gb_second"]) / max(reports, 1) * 1e6
     return {
         "mails": mails,
         "reports": reports,
@@ -77,6 +122,13 @@ def measure(log: Path, event_files: list[Path], invocations: list[dict], memory_
         "gb_seconds": round(gb_seconds, 1),
         "cost_per_million_reports": {k: round(v, 2) for k, v in per_million.items()},
         "total_per_million_reports": round(sum(per_million.values()), 2),
+        "cpu_seconds": {k: round(v, 1) for k, v in (cpu_seconds or {}).items()},
+        "estimate": None if lambda_estimate is None else {
+            "assumed_latency_ms": {k: round(v * 1000) for k, v in ASSUMED_LATENCY_S.items()},
+            "gb_seconds": round(estimate_gb_seconds, 1),
+            "lambda_per_million_reports": round(lambda_estimate, 2),
+            "total_per_million_reports": round(sum(per_million.values()) - per_million["lambda"] + lambda_estimate, 2),
+        },
     }
 
 
@@ -119,6 +171,20 @@ def markdown(m: dict, label: str) -> str:
         "",
         "SES receiving ($0.10 per 1,000 mails + $0.09 per 1,000 256 KB chunks) comes on top and dominates.",
     ]
+    e = m.get("estimate")
+    if e:
+        cpu = ", ".join(f"{name} {secs:,.1f} s" for name, secs in sorted(m["cpu_seconds"].items()))
+        lat = e["assumed_latency_ms"]
+        lines += [
+            "",
+            f"Lambda, measured: {m['gb_seconds']:,.1f} GB-s of invocation wall time against moto. "
+            f"Lambda, **estimate** (not a measurement): the measured CPU time of the function processes "
+            f"({cpu}) plus an assumed {lat['s3']} ms per S3 request and {lat['sqs']} ms per non-empty SQS "
+            f"request, at each function's memory size: {e['gb_seconds']:,.1f} GB-s, "
+            f"${e['lambda_per_million_reports']:.2f} per million reports "
+            f"(total with it ${e['total_per_million_reports']:.2f}; the closing empty polls of each run, "
+            "a fixed cost per run, are not in it).",
+        ]
     return "\n".join(lines)
 
 

@@ -336,6 +336,8 @@ class Lambdas:
         # cargo lambda watch runs `cargo run`: keep the shared target dir.
         self.env.setdefault("CARGO_TARGET_DIR", str(ROOT / "target"))
         self.crashes: list[int] = []
+        # pid -> (function, CPU clock ticks at its last sample) of the function processes.
+        self._cpu: dict[int, tuple[str, int]] = {}
         self._stopping = threading.Event()
         self._start()
         self._monitor = threading.Thread(target=self._watch_for_crashes, daemon=True)
@@ -355,10 +357,41 @@ class Lambdas:
         # The Invoke API answers 404 for an unknown path once it listens.
         self.service.wait_http(f"{self.endpoint}/", timeout=120, accept_status=(200, 404, 405))
 
+    def _sample_cpu(self) -> None:
+        """Records the user+system CPU time of each function process that cargo lambda watch
+        started (its children; it gives each its own session). The counters only grow, so the
+        last sample of a process that has since exited (a crash) is at most one interval short."""
+        watch = self.service.proc.pid
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                if int(fields[1]) != watch:  # field 4 of proc(5): parent pid
+                    continue
+                name = os.path.basename(os.readlink(Path(entry.path, "exe")))
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+            if name in (INGEST, COMPACT):
+                self._cpu[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))  # utime + stime
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used by each function's processes over the life of this server."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        totals = collections.Counter()
+        for name, used in self._cpu.values():
+            totals[name] += used / ticks
+        return dict(totals)
+
     def _watch_for_crashes(self) -> None:
         offset = 0
+        samples = 0
         while not self._stopping.is_set():
             time.sleep(0.2)
+            samples += 1
+            if samples % 5 == 0:
+                self._sample_cpu()
             try:
                 with open(self.log_path, "rb") as f:
                     f.seek(offset)
@@ -371,6 +404,7 @@ class Lambdas:
                 continue
             codes = sorted({int(a or b) for a, b in found})
             self.crashes.extend(codes)
+            self._sample_cpu()
             log(f"[{self.name}] a function process exited ({codes}): restarting cargo lambda watch")
             time.sleep(0.5)  # let the dying process finish exiting
             self.service.stop()
@@ -381,6 +415,7 @@ class Lambdas:
     def stop(self) -> None:
         self._stopping.set()
         self._monitor.join(timeout=5)
+        self._sample_cpu()
         self.service.stop()
 
 
@@ -399,6 +434,8 @@ class Outcome:
     executions: list[dict]
     invocations: list[dict]
     seconds: float
+    # CPU seconds of each function's processes (see Lambdas.cpu_seconds).
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def execute(tools: Tools, asl: Path, lambdas: Lambdas, events: Path, timeout: int) -> tuple[bool, dict | str]:
@@ -478,13 +515,14 @@ def run_scenario(
         crashes = list(lambdas.crashes)
     finally:
         lambdas.stop()
+    cpu_seconds = lambdas.cpu_seconds()
     if scenario.failpoint and not once_file.exists():
         raise HarnessError(f"[{scenario.name}] failpoint {scenario.failpoint} never fired: the run tested nothing")
     if not executions[-1]["ok"]:
         raise HarnessError(f"[{scenario.name}] a second execution after the crash failed too")
     if scenario.failpoint and not scenario.failpoint.endswith(":error") and 86 not in crashes:
         raise HarnessError(f"[{scenario.name}] the abort failpoint fired but no function process exited")
-    return Outcome(executions, calls, seconds)
+    return Outcome(executions, calls, seconds, cpu_seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -749,7 +787,7 @@ def measure_run(work: Path, scenario: Scenario, outcome: Outcome, spec: tpl.Stac
     memory = {f.name: f.memory_mb for f in spec.functions.values()}
     events = sorted(work.glob(f"{scenario.name}.events*.jsonl"))
     return cost.measure(work / f"{scenario.name}.lambda.log", events, outcome.invocations, memory,
-                        mails, reports, outcome.seconds)
+                        mails, reports, outcome.seconds, outcome.cpu_seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -863,6 +901,9 @@ def main() -> int:
                 log(f"[{scenario.name}] requests: s3 {measured['s3']}, sqs {measured['sqs']}, "
                     f"{measured['transitions']} transitions; cost per million reports "
                     f"{measured['cost_per_million_reports']} = ${measured['total_per_million_reports']}")
+                if measured["estimate"]:
+                    log(f"[{scenario.name}] function CPU seconds {measured['cpu_seconds']}; Lambda ESTIMATE "
+                        f"(CPU + assumed request latency, not measured) {measured['estimate']}")
                 if args.cost_doc:
                     label = f"scripts/e2e-volume, {time.strftime('%Y-%m-%d', time.gmtime())}"
                     cost.write_doc(args.cost_doc, cost.markdown(measured, label))
