@@ -806,7 +806,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--maxrecords", default="1", help="DMARC_MAXRECORDS for the run (1 = 1024-row files, so big reports span files)")
     p.add_argument("--compactrows", default="3000", help="DMARC_COMPACTROWS (small: partitions take several compaction calls)")
     p.add_argument("--visibility", type=int, default=20,
-                   help="DMARC_SQSPROCESSINGTIME: seconds before messages of a crashed ingest are redelivered")
+                   help="DMARC_SQSPROCESSINGTIME: seconds before messages of a crashed ingest are redelivered "
+                        "(0 = the template's value)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per execution")
     p.add_argument("--no-build", action="store_true", help="use the binaries already in target/ (cargo lambda watch still runs `cargo run`)")
     p.add_argument("--release", action="store_true", help="build and serve release binaries (volume runs)")
@@ -851,10 +852,11 @@ def main() -> int:
             # moto's queue is consistent at once: one short empty poll means empty (AWS needs more).
             "DMARC_POLLTIMEOUT": "1",
             "DMARC_EMPTYPOLLS": "1",
-            # Messages of a crashed ingest come back after this; the retry run waits for them.
-            "DMARC_SQSPROCESSINGTIME": str(args.visibility),
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),
         }
+        if args.visibility > 0:
+            # Messages of a crashed ingest come back after this; the retry run waits for them.
+            overrides["DMARC_SQSPROCESSINGTIME"] = str(args.visibility)
         base_env = {}
         for name in (INGEST, COMPACT):
             env = tpl.function_env(doc, spec, resolver, name)

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""moto's server (what `moto_server` runs), with one fix to how SQS reads queue attributes.
+"""moto's server (what `moto_server` runs), with two fixes to its SQS queues.
+
+1. Speed: how SendMessage reads queue attributes.
 
 moto 5.2's `Queue.attributes` computes every attribute of the queue, among them
 ApproximateNumberOfMessages, ...Delayed and ...NotVisible: three scans over all the queue's
@@ -15,6 +17,15 @@ same expressions as moto's property, when they are read. Only *when* a value is 
 at start-up the mapping is compared with moto's own property on a few queues, and the server
 refuses to start when they differ (a moto upgrade that changed the property).
 
+2. Lost deletes: moto's server is threaded, and `Queue.delete_message` replaces the queue's
+message list with a copy that leaves the message out, under no lock. Two DeleteMessageBatch calls
+at once (four ingest workers) each write back their own copy, and the message the other removed is
+back: 81 messages of a 10,000-mail run stayed in the queue though every delete had answered
+Successful, and 20 of 3,000 (112 with fix 1, which makes the calls faster) when four threads
+drain a queue. Here the copy is made under the queue's own lock (the one SendMessage appends
+under), so the deletes happen one after another. Receives stay unlocked: two threads may still
+receive the same message at once, which standard queues may do too (at-least-once delivery).
+
 Usage: python moto_server.py [moto_server options], e.g. -H 127.0.0.1 -p 5000.
 """
 
@@ -29,6 +40,7 @@ from moto.core.utils import camelcase_to_underscores
 from moto.sqs import models as sqs_models
 
 MOTO_ATTRIBUTES = sqs_models.Queue.attributes
+MOTO_DELETE_MESSAGE = sqs_models.Queue.delete_message
 
 
 class LazyQueueAttributes(Mapping):
@@ -64,6 +76,13 @@ class LazyQueueAttributes(Mapping):
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+def delete_message_locked(queue: Any, receipt_handle: str) -> None:
+    """moto's `Queue.delete_message`, under the lock that guards the queue's message list (a
+    Condition over an RLock: moto's own `add_message` and `wait_for_messages` take it)."""
+    with queue._messages_lock:
+        MOTO_DELETE_MESSAGE(queue, receipt_handle)
 
 
 def _self_check() -> None:
@@ -102,6 +121,7 @@ def _self_check() -> None:
 def main() -> int:
     _self_check()
     sqs_models.Queue.attributes = property(LazyQueueAttributes)
+    sqs_models.Queue.delete_message = delete_message_locked
     from moto.server import main as moto_main
 
     return moto_main(sys.argv[1:]) or 0
