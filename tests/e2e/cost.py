@@ -6,10 +6,11 @@ log; Lambda time from the invocations' durations and the template's memory sizes
 what AWS does per mail outside the Lambdas (SES's PUT of the mail, S3's SendMessage of the event).
 Prices: us-east-1 list prices, free tiers ignored.
 
-The Lambda line is measured wall time of the invocations against a slow local peer (moto answers
-in milliseconds to seconds, AWS in tens of milliseconds): an upper bound. Next to it, clearly an
-estimate, the GB-s that the measured CPU time of the function processes plus an assumed AWS
-latency per counted request would bill.
+The Lambda line is the measured wall time of the invocations against moto, whose latency is not
+AWS's (a few ms per request when one client talks to it; tens of ms when four ingest workers
+share its one interpreter), so it bounds nothing. Next to it, clearly an estimate, the GB-s that
+the measured CPU time of the function processes plus an assumed AWS latency per counted request
+would bill.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def markdown(m: dict, label: str) -> str:
     s3, sqs = m["s3"], m["sqs"]
     c = m["cost_per_million_reports"]
     lines = [
-        f"Run: {label}; {m['mails']:,} mails, {m['reports']:,} reports staged, wall time {m['seconds']:.0f} s "
+        f"Run: {label}; {m['mails']:,} mails, {m['reports']:,} reports staged, {m['seconds']:.0f} s from the first upload to the end of the execution "
         f"(2-core machine, moto, `cargo lambda watch`, local Step Functions).",
         "",
         "| API | requests | per report |",
@@ -163,7 +164,7 @@ def markdown(m: dict, label: str) -> str:
     lines += [
         "",
         "Derived cost per million reports (us-east-1 list prices, free tiers ignored; Lambda GB-s "
-        "measured on x86 under local emulation, priced as arm64 — an upper bound):",
+        "measured as the invocations' wall time on x86 against moto, priced as arm64 — moto's latency is not AWS's, see the estimate below):",
         "",
         "| S3 | SQS | Step Functions | Lambda | total |",
         "|---|---|---|---|---|",
