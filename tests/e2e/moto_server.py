@@ -21,9 +21,9 @@ refuses to start when they differ (a moto upgrade that changed the property).
 message list with a copy that leaves the message out, under no lock. Two DeleteMessageBatch calls
 at once (four ingest workers) each write back their own copy, and the message the other removed is
 back: 81 messages of a 10,000-mail run stayed in the queue though every delete had answered
-Successful, and 20 of 3,000 (112 with fix 1, which makes the calls faster) when four threads
-drain a queue. Here the copy is made under the queue's own lock (the one SendMessage appends
-under), so the deletes happen one after another. Receives stay unlocked: two threads may still
+Successful, and four threads draining 3,000 messages left 20 behind (112 with fix 1 alone).
+Here the copy is made under the queue's own lock (the one moto's `add_message` appends under), so
+deletes happen one after another: 0 left. Receives stay unlocked: two threads may still
 receive the same message at once, which standard queues may do too (at-least-once delivery).
 
 Usage: python moto_server.py [moto_server options], e.g. -H 127.0.0.1 -p 5000.
