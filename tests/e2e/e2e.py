@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -376,6 +377,26 @@ class Lambdas:
             if name in (INGEST, COMPACT):
                 self._cpu[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))  # utime + stime
 
+    def _kill_leftovers(self) -> None:
+        """cargo lambda watch does not always end its function processes when it stops: its log
+        then says `blocking waitpid returned pid=0` and terminates only some instances. A leftover
+        from before a crash restart goes on with its invocation unseen and can take messages that
+        the next execution should get (a CI run once ended with 9 messages in flight and their
+        mails never staged). Those processes are this harness's descendants, known by pid from
+        `_sample_cpu` (called just before every stop) and running a binary of this target dir."""
+        target = os.path.join(os.path.realpath(ROOT / self.env["CARGO_TARGET_DIR"]), "")
+        for pid in self._cpu:
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                continue  # ended
+            if exe.startswith(target) and os.path.basename(exe) in (INGEST, COMPACT):
+                log(f"[{self.name}] function process {pid} outlived cargo lambda watch: killing it")
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used by each function's processes over the life of this server."""
         ticks = os.sysconf("SC_CLK_TCK")
@@ -408,6 +429,7 @@ class Lambdas:
             log(f"[{self.name}] a function process exited ({codes}): restarting cargo lambda watch")
             time.sleep(0.5)  # let the dying process finish exiting
             self.service.stop()
+            self._kill_leftovers()
             # Lines the old server wrote while stopping belong to the same crash.
             offset = self.log_path.stat().st_size
             self._start()
@@ -417,6 +439,7 @@ class Lambdas:
         self._monitor.join(timeout=5)
         self._sample_cpu()
         self.service.stop()
+        self._kill_leftovers()
 
 
 # ---------------------------------------------------------------------------------------------
