@@ -31,8 +31,12 @@ PRICES = {
 
 # Assumed in-region latency of one request, for the Lambda estimate only (not measured here):
 # small-object S3 requests take ~10-30 ms, SQS requests ~5-15 ms. The functions send their
-# requests one after another, so waiting time adds up per request.
+# requests one after another, so waiting time adds up per request, except for GETs of mails:
+# S3Store::get_many keeps MAX_CONCURRENT_GETS (shared/aws/src/s3.rs) in flight, and ingest (a
+# batch's mails) and archive (a bundle's mails) fetch through it. Every GET is counted at that
+# concurrency; the few sequential GETs (staged objects, ledgers, manifests) are undercounted.
 ASSUMED_LATENCY_S = {"s3": 0.020, "sqs": 0.010}
+CONCURRENT_GETS = 16
 
 
 def requests_by_function(log: Path) -> dict[str, dict[str, collections.Counter]]:
@@ -70,10 +74,11 @@ def estimated_gb_seconds(by_function: dict[str, dict[str, collections.Counter]],
     for binary, cpu in cpu_seconds.items():
         # Binaries are dmarc-tsv-<function>; the EMF dimension is <function>.
         per_service = by_function.get(binary.removeprefix("dmarc-tsv-"), {})
-        s3 = sum(per_service.get("s3", {}).values())
+        s3 = per_service.get("s3", collections.Counter())
+        s3_waits = sum(s3.values()) - s3["get"] + s3["get"] / CONCURRENT_GETS
         sqs = per_service.get("sqs", collections.Counter())
         sqs_requests = sqs["receive"] - sqs["empty_receive"] + sqs["delete_batch"] + sqs["get_queue_url"]
-        busy = cpu + s3 * ASSUMED_LATENCY_S["s3"] + sqs_requests * ASSUMED_LATENCY_S["sqs"]
+        busy = cpu + s3_waits * ASSUMED_LATENCY_S["s3"] + sqs_requests * ASSUMED_LATENCY_S["sqs"]
         total += busy * memory_mb.get(binary, 128) / 1024
     return total
 
@@ -180,8 +185,9 @@ def markdown(m: dict, label: str) -> str:
             "",
             f"Lambda, measured: {m['gb_seconds']:,.1f} GB-s of invocation wall time against moto. "
             f"Lambda, **estimate** (not a measurement): the measured CPU time of the function processes "
-            f"({cpu}) plus an assumed {lat['s3']} ms per S3 request and {lat['sqs']} ms per non-empty SQS "
-            f"request, at each function's memory size: {e['gb_seconds']:,.1f} GB-s, "
+            f"({cpu}) plus an assumed {lat['s3']} ms per S3 request (GETs {CONCURRENT_GETS} at a time, as "
+            f"`get_many` sends them) and {lat['sqs']} ms per non-empty SQS request, at each function's "
+            f"memory size: {e['gb_seconds']:,.1f} GB-s, "
             f"${e['lambda_per_million_reports']:.2f} per million reports "
             f"(total with it ${e['total_per_million_reports']:.2f}; the closing empty polls of each run, "
             "a fixed cost per run, are not in it).",
