@@ -16,10 +16,11 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use dmarc_tsv_core::Skipped;
 use dmarc_tsv_core::pipeline::mbox::MboxIndex;
+use dmarc_tsv_core::pipeline::queue::Queue;
 use dmarc_tsv_core::pipeline::store::{ObjectStore, StoreError};
 use dmarc_tsv_core::pipeline::{
     ArchiveFormat, DirQueue, Hooks, InputStore, LocalStore, MailRef, Pipeline, RunSummary,
-    Settings, StageSummary, run_all,
+    Settings, StageSummary, run_all_workers,
 };
 use dmarc_tsv_core::writer::Format;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -66,6 +67,10 @@ struct Args {
     /// Rows read by one compaction step (memory bound).
     #[arg(long, value_name = "ROWS", hide = true)]
     compactrows: Option<u64>,
+    /// Parse with N threads (default: the number of CPUs). The inputs are split into N runs of
+    /// consecutive files, so the output is the same from run to run for the same N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: Option<u16>,
 }
 
 const DEFAULT_INPUT: &str = "samples";
@@ -109,7 +114,9 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
         queue.mbox_index(),
         hooks.clone(),
     )?;
-    let result = run_all(&pipeline, &queue, &|| false);
+    let queues = queue.split(jobs_of(&args));
+    let workers: Vec<&dyn Queue> = queues.iter().map(|q| q as &dyn Queue).collect();
+    let result = run_all_workers(&pipeline, &workers, &|| false);
     hooks.finish();
     let summary = result.with_context(|| format!("processing {}", input.display()))?;
     print_summary(&args, &input, &summary)?;
@@ -122,6 +129,13 @@ pub fn main(args: Vec<String>) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Worker threads: `--jobs`, else one per CPU.
+fn jobs_of(args: &Args) -> usize {
+    args.jobs.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    })
 }
 
 /// One `local` run per output folder at a time: two would compact the same partitions at once.

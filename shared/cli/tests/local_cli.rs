@@ -196,6 +196,9 @@ fn an_mbox_archive_bundle_reads_back_as_input_with_the_same_rows() {
         archive.to_str().unwrap(),
         "--archiveformat",
         "mbox",
+        // One worker: one staged batch, so one bundle.
+        "--jobs",
+        "1",
     ]);
     assert!(stderr(&o).contains("mbox bundle"), "{}", stderr(&o));
     let left = tree(&input);
@@ -383,4 +386,38 @@ fn input_may_name_one_file() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Workers split the inputs, not the work's result: any number of jobs gives the same rows, and
+/// three workers over one input count every mail once.
+#[test]
+fn any_number_of_jobs_gives_the_same_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for jobs in ["1", "3", "16"] {
+        let out = tmp.path().join(format!("out-{jobs}"));
+        let o = local(
+            tmp.path(),
+            &[
+                "--input",
+                repo().join("samples").to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--jobs",
+                jobs,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("mails 16, reports 17, rows 44"),
+            "jobs {jobs}: {err}"
+        );
+        outputs.push(rows(&out, "tsv"));
+    }
+    assert_eq!(outputs[0].len(), 44);
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+    let zero = local(tmp.path(), &["--jobs", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
 }

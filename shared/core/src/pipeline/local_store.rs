@@ -329,6 +329,27 @@ impl DirQueue {
         })
     }
 
+    /// Splits the inputs into `n` queues of consecutive inputs (in listing order), one per
+    /// worker. The split depends only on the listing and `n`, so each worker stages the same
+    /// batches run after run, and the output stays the same for the same input.
+    pub fn split(self, n: usize) -> Vec<DirQueue> {
+        let mut pending = self.pending.into_inner().unwrap_or_else(|e| e.into_inner());
+        let n = n.clamp(1, pending.len().max(1));
+        let mut queues = Vec::with_capacity(n);
+        for i in 0..n {
+            let size = pending.len() / (n - i);
+            let rest = pending.split_off(size);
+            queues.push(DirQueue {
+                bucket: self.bucket.clone(),
+                mbox: self.mbox.clone(),
+                total: pending.len(),
+                pending: Mutex::new(std::mem::replace(&mut pending, rest)),
+                done: Mutex::new(HashSet::new()),
+            });
+        }
+        queues
+    }
+
     /// The mbox files found and their messages: give it to [`mbox::InputStore`] so the
     /// messages can be read.
     pub fn mbox_index(&self) -> MboxIndex {
@@ -466,6 +487,44 @@ mod tests {
         assert!(matches!(s.get("../x"), Err(StoreError::Permanent(_))));
         assert!(matches!(s.put("/abs", b""), Err(StoreError::Permanent(_))));
         assert!(matches!(s.put("a//b", b""), Err(StoreError::Permanent(_))));
+    }
+
+    #[test]
+    fn split_queues_hold_consecutive_inputs_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..7 {
+            fs::write(dir.path().join(format!("m{i}.eml")), "x").unwrap();
+        }
+        let opts = ReceiveOptions {
+            max_messages: 10,
+            wait_seconds: 0,
+            visibility_timeout_seconds: 1,
+        };
+        let ids = |q: &DirQueue| -> Vec<String> {
+            q.receive(&opts)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect()
+        };
+        let queues = DirQueue::new(dir.path(), "in", &[]).unwrap().split(3);
+        let sizes: Vec<usize> = queues.iter().map(DirQueue::total).collect();
+        assert_eq!(sizes, [2, 2, 3]);
+        let all: Vec<String> = queues.iter().flat_map(ids).collect();
+        let expected: Vec<String> = (0..7).map(|i| format!("m{i}.eml")).collect();
+        assert_eq!(all, expected);
+        // More workers than inputs: one queue per input; an empty folder: one empty queue.
+        assert_eq!(
+            DirQueue::new(dir.path(), "in", &[])
+                .unwrap()
+                .split(50)
+                .len(),
+            7
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let queues = DirQueue::new(empty.path(), "in", &[]).unwrap().split(4);
+        assert_eq!(queues.len(), 1);
+        assert_eq!(queues[0].total(), 0);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub use layout::Layout;
 pub use local_store::{DirQueue, LocalStore};
 pub use mbox::InputStore;
 pub use retry::RetryPolicy;
-pub use run::run_all;
+pub use run::{run_all, run_all_workers};
 pub use settings::{ArchiveFormat, Settings, SettingsError};
 pub use stage::{drain, ingest_batch};
 pub use summary::{ArchiveSummary, CompactSummary, PlanSummary, RunSummary, StageSummary};

@@ -10,7 +10,7 @@ use super::compact::{compact_partition, plan_partitions};
 use super::error::PipelineError;
 use super::queue::Queue;
 use super::stage::drain;
-use super::summary::{ArchiveSummary, RunSummary};
+use super::summary::{ArchiveSummary, RunSummary, StageSummary};
 
 /// Compaction rounds before giving up on a partition that never empties (a bug guard: every
 /// compaction call consumes staged objects).
@@ -28,6 +28,46 @@ pub fn run_all(
         stage: drain(p, queue, should_stop)?,
         ..RunSummary::default()
     };
+    summary.more = summary.stage.more;
+    if !summary.more {
+        summary.more = compact_all(p, should_stop, &mut summary)?;
+    }
+    if !summary.more {
+        summary.more = archive_all(p, should_stop, &mut summary.archive)?;
+    }
+    summary.outputs.sort();
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// [`run_all`] with one drain per queue, each in its own thread (`dmarc-tsv local --jobs`), then
+/// compaction and archiving as usual. The queues must not share messages; staging is per batch
+/// and compaction deduplicates reports, so workers need no coordination. The first error wins,
+/// after every worker has stopped.
+pub fn run_all_workers(
+    p: &Pipeline,
+    queues: &[&dyn Queue],
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    let drained: Vec<Result<StageSummary, PipelineError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = queues
+            .iter()
+            .map(|queue| scope.spawn(move || drain(p, *queue, should_stop)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().unwrap_or_else(|_| {
+                    Err(PipelineError::Permanent("an ingest worker panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut summary = RunSummary::default();
+    for stage in drained {
+        summary.stage.add(&stage?);
+    }
     summary.more = summary.stage.more;
     if !summary.more {
         summary.more = compact_all(p, should_stop, &mut summary)?;
