@@ -24,20 +24,8 @@ pub fn run_all(
     should_stop: &dyn Fn() -> bool,
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
-    let mut summary = RunSummary {
-        stage: drain(p, queue, should_stop)?,
-        ..RunSummary::default()
-    };
-    summary.more = summary.stage.more;
-    if !summary.more {
-        summary.more = compact_all(p, should_stop, &mut summary)?;
-    }
-    if !summary.more {
-        summary.more = archive_all(p, should_stop, &mut summary.archive)?;
-    }
-    summary.outputs.sort();
-    summary.elapsed = started.elapsed();
-    Ok(summary)
+    let stage = drain(p, queue, should_stop)?;
+    compact_and_archive(p, stage, should_stop, started)
 }
 
 /// [`run_all`] with one drain per queue, each in its own thread (`dmarc-tsv local --jobs`), then
@@ -64,11 +52,25 @@ pub fn run_all_workers(
             })
             .collect()
     });
-    let mut summary = RunSummary::default();
-    for stage in drained {
-        summary.stage.add(&stage?);
+    let mut stage = StageSummary::default();
+    for drain in drained {
+        stage.add(&drain?);
     }
-    summary.more = summary.stage.more;
+    compact_and_archive(p, stage, should_stop, started)
+}
+
+/// The rest of a run once staging is done: compact, then archive (each skipped when stopped).
+fn compact_and_archive(
+    p: &Pipeline,
+    stage: StageSummary,
+    should_stop: &dyn Fn() -> bool,
+    started: Instant,
+) -> Result<RunSummary, PipelineError> {
+    let mut summary = RunSummary {
+        more: stage.more,
+        stage,
+        ..RunSummary::default()
+    };
     if !summary.more {
         summary.more = compact_all(p, should_stop, &mut summary)?;
     }
