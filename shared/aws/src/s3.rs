@@ -110,9 +110,8 @@ impl S3Store {
             .map(Some)
     }
 
-    async fn get_many_async(&self, keys: &[&str]) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
-        let mut results: Vec<Option<Result<Option<Vec<u8>>, StoreError>>> =
-            keys.iter().map(|_| None).collect();
+    async fn get_many_async(&self, keys: &[&str]) -> Vec<GetResult> {
+        let mut results: Vec<Option<GetResult>> = keys.iter().map(|_| None).collect();
         let mut tasks = tokio::task::JoinSet::new();
         for (index, key) in keys.iter().enumerate() {
             if tasks.len() >= MAX_CONCURRENT_GETS {

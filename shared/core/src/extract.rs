@@ -195,7 +195,7 @@ pub fn extract(
     let size = bytes.len() as u64;
     let report_to = if bytes.iter().all(u8::is_ascii_whitespace) {
         // Say "empty", not "no header found": a zero-byte upload is a common operator mistake.
-        walker.skip(
+        walker.record_skipped(
             "",
             SkipReason::NotAReport {
                 detail: "empty input".into(),
@@ -204,7 +204,7 @@ pub fn extract(
         String::new()
     } else if size > limits.max_mail_bytes {
         let reason = limit_exceeded("max_mail_bytes", size, limits.max_mail_bytes);
-        walker.skip("", reason);
+        walker.record_skipped("", reason);
         if bare_file {
             String::new()
         } else {
@@ -528,7 +528,7 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn skip(&mut self, location: &str, reason: SkipReason) {
+    fn record_skipped(&mut self, location: &str, reason: SkipReason) {
         self.skipped.push(Skipped {
             location: location.to_string(),
             reason,
@@ -539,7 +539,7 @@ impl Walker<'_> {
     fn too_deep(&mut self, location: &str, depth: u32) -> bool {
         let max = self.limits.max_nesting_depth;
         if depth > max {
-            self.skip(
+            self.record_skipped(
                 location,
                 limit_exceeded("max_nesting_depth", u64::from(depth), u64::from(max)),
             );
@@ -552,7 +552,7 @@ impl Walker<'_> {
     fn mail(&mut self, bytes: &[u8]) -> io::Result<String> {
         let Some(message) = parse_message(bytes) else {
             let detail = "no header found".to_string();
-            self.skip("", SkipReason::NotAMail { detail });
+            self.record_skipped("", SkipReason::NotAMail { detail });
             return Ok("unknown".to_string());
         };
         // Rows carry the To address from their first record on: hand it over before the walk
@@ -561,7 +561,7 @@ impl Walker<'_> {
         self.visitor.report_to(&report_to);
         self.message(&message, "", 0)?;
         if self.candidates == 0 && self.skipped.is_empty() {
-            self.skip("", SkipReason::NoAttachment);
+            self.record_skipped("", SkipReason::NoAttachment);
         }
         Ok(report_to)
     }
@@ -613,7 +613,7 @@ impl Walker<'_> {
                 if part.is_encoding_problem && !hints.content_type.starts_with("text/") =>
             {
                 self.candidates += 1;
-                self.skip(&location, undecodable());
+                self.record_skipped(&location, undecodable());
                 Ok(())
             }
             PartType::Text(_) | PartType::Html(_) => {
@@ -642,7 +642,7 @@ impl Walker<'_> {
             }
             Kind::Json if is_tls_report(prefix, hints) => {
                 self.candidates += 1;
-                self.skip(location, smtp_tls());
+                self.record_skipped(location, smtp_tls());
                 Ok(())
             }
             _ => Ok(()),
@@ -660,7 +660,7 @@ impl Walker<'_> {
         match hints.content_type.as_str() {
             "message/feedback-report" => {
                 self.candidates += 1;
-                self.skip(location, forensic());
+                self.record_skipped(location, forensic());
                 Ok(())
             }
             // Headers of the original message in an ARF report: part of the forensic report.
@@ -675,7 +675,7 @@ impl Walker<'_> {
                     && sniff(bytes.get(..SNIFF_BYTES).unwrap_or(bytes)) == Kind::Other
                 {
                     self.candidates += 1;
-                    self.skip(location, undecodable());
+                    self.record_skipped(location, undecodable());
                     return Ok(());
                 }
                 self.payload(bytes, location, hints, depth + 1)
@@ -737,7 +737,7 @@ impl Walker<'_> {
                 let reason = self.meter.take_fault().unwrap_or(SkipReason::NotAReport {
                     detail: err.to_string(),
                 });
-                self.skip(location, reason);
+                self.record_skipped(location, reason);
                 return Ok(());
             }
         };
@@ -783,7 +783,7 @@ impl Walker<'_> {
             let reason = self.meter.take_fault().unwrap_or(SkipReason::CorruptZip {
                 detail: err.to_string(),
             });
-            self.skip(location, reason);
+            self.record_skipped(location, reason);
             return Ok(());
         }
         drop(reader);
@@ -802,14 +802,14 @@ impl Walker<'_> {
         match kind {
             Kind::Xml | Kind::Markup => self.visit(reader, location),
             Kind::Json if is_tls_report(prefix, hints) => {
-                self.skip(location, smtp_tls());
+                self.record_skipped(location, smtp_tls());
                 Ok(())
             }
             kind => {
                 let reason = SkipReason::NotAReport {
                     detail: describe(prefix, kind),
                 };
-                self.skip(location, reason);
+                self.record_skipped(location, reason);
                 Ok(())
             }
         }
@@ -826,7 +826,7 @@ impl Walker<'_> {
         };
         let visit = self.visitor.document(doc)?;
         if let Visit::Skipped(reason) = visit {
-            self.skip(location, reason);
+            self.record_skipped(location, reason);
         }
         self.meter.clear_fault();
         Ok(())
@@ -835,7 +835,7 @@ impl Walker<'_> {
     /// Every member of a zip held in memory, each streamed from the archive.
     fn zip(&mut self, bytes: &[u8], location: &str, depth: u32) -> io::Result<()> {
         if let Err(detail) = check_zip_directory(bytes) {
-            self.skip(location, SkipReason::CorruptZip { detail });
+            self.record_skipped(location, SkipReason::CorruptZip { detail });
             return Ok(());
         }
         let mut archive = match zip::ZipArchive::new(Cursor::new(bytes)) {
@@ -844,7 +844,7 @@ impl Walker<'_> {
                 let reason = SkipReason::CorruptZip {
                     detail: err.to_string(),
                 };
-                self.skip(location, reason);
+                self.record_skipped(location, reason);
                 return Ok(());
             }
         };
@@ -854,7 +854,7 @@ impl Walker<'_> {
             .count();
         if files == 0 {
             let detail = "zip archive without files".to_string();
-            self.skip(location, SkipReason::NotAReport { detail });
+            self.record_skipped(location, SkipReason::NotAReport { detail });
             return Ok(());
         }
         let max_members = self.limits.max_zip_members as usize;
@@ -862,7 +862,7 @@ impl Walker<'_> {
             if index >= max_members {
                 let reason =
                     limit_exceeded("max_zip_members", archive.len() as u64, max_members as u64);
-                self.skip(location, reason);
+                self.record_skipped(location, reason);
                 break;
             }
             self.zip_member(&mut archive, index, location, depth)?;
@@ -886,7 +886,7 @@ impl Walker<'_> {
                 let reason = SkipReason::CorruptZip {
                     detail: err.to_string(),
                 };
-                self.skip(&join(location, &label), reason);
+                self.record_skipped(&join(location, &label), reason);
                 return Ok(());
             }
         };

@@ -37,20 +37,6 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// A field made safe for Hive's LazySimpleSerDe: tab, CR and LF become a space.
-pub fn athena_safe(field: &str) -> Cow<'_, str> {
-    // Called for every field of every row: a branch-free scan the compiler vectorises (almost
-    // every field is clean, so there is nothing to gain from stopping early).
-    let dirty = field
-        .bytes()
-        .fold(false, |seen, b| seen | matches!(b, b'\t' | b'\r' | b'\n'));
-    if dirty {
-        Cow::Owned(field.replace(['\t', '\r', '\n'], " "))
-    } else {
-        Cow::Borrowed(field)
-    }
-}
-
 /// Writes rows, field by field, in [`COLUMNS`] order.
 pub trait RowWriter {
     /// One row given as its field values (already in column order).
@@ -82,8 +68,8 @@ impl<W: Write> TsvWriter<W> {
     }
 }
 
-/// Appends `field` with tab, CR and LF replaced by a space, in one copying pass (the same rule
-/// as [`athena_safe`], without a separate scan per field).
+/// Appends `field` made safe for Hive's LazySimpleSerDe: tab, CR and LF become a space, in the
+/// same pass that copies it (no separate scan per field).
 fn push_athena_safe(line: &mut Vec<u8>, field: &str) {
     line.extend(field.bytes().map(|b| match b {
         b'\t' | b'\r' | b'\n' => b' ',
