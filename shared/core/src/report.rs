@@ -48,6 +48,7 @@ use std::io::{self, BufRead, Read};
 
 use encoding_rs::{Decoder, Encoding, UTF_8, UTF_16BE, UTF_16LE};
 use quick_xml::Reader;
+use quick_xml::errors::IllFormedError;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 
 use crate::error::{SkipReason, Skipped};
@@ -58,9 +59,9 @@ use crate::model::{Record, ReportMeta, Schema};
 const DMARC2_NAMESPACE: &[u8] = b"urn:ietf:params:xml:ns:dmarc-2.0";
 /// Bytes read ahead to find a BOM or the encoding in the XML declaration.
 const SNIFF_BYTES: u64 = 1024;
-/// The parser's read buffer (see [`Input`]); below glibc's 64 KiB free-consolidation threshold,
-/// as one is allocated per document.
-const INPUT_BUFFER: usize = 32 * 1024;
+/// Bytes read into the parse window at a time (see [`Window`]); the window stays below glibc's
+/// 64 KiB free-consolidation threshold for ordinary reports, as one is allocated per document.
+const INPUT_BLOCK: usize = 32 * 1024;
 /// Records held while waiting for the metadata (reports that put `<record>` first).
 pub const MAX_BUFFERED_RECORDS: u64 = 65_536;
 /// Text bytes of records held while waiting for the metadata.
@@ -102,29 +103,30 @@ pub fn parse_report<R: BufRead>(
     limits: &Limits,
     on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
 ) -> Result<ReportParse, ReportError> {
-    let input = Input::open(reader, event_budget(limits)).map_err(ReportError::Input)?;
-    let mut xml = Reader::from_reader(input);
-    let config = xml.config_mut();
-    config.trim_text(false);
-    config.check_end_names = true;
-    config.expand_empty_elements = false;
-    // A stray `&` (`AT&T`) in a value is kept as written instead of failing the report.
-    config.allow_dangling_amp = true;
+    parse_report_in_blocks(reader, limits, INPUT_BLOCK, on_record)
+}
 
+/// [`parse_report`], reading the input `block` bytes at a time. Public for the tests that
+/// check a report gives the same result whatever the block size (every event then straddles
+/// a window boundary for some size); callers use [`parse_report`].
+#[doc(hidden)]
+pub fn parse_report_in_blocks<R: BufRead>(
+    reader: R,
+    limits: &Limits,
+    block: usize,
+    on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+) -> Result<ReportParse, ReportError> {
+    let budget = event_budget(limits);
+    let input = Input::open(reader, budget).map_err(ReportError::Input)?;
+    let mut window = Window::new(input, budget, block.max(1));
     let mut parser = Parser::new(limits);
-    let mut buf = Vec::with_capacity(4096);
     loop {
-        buf.clear();
-        if buf.capacity() > 256 * 1024 {
-            // One large event must not pin a large buffer for the rest of the document.
-            buf = Vec::with_capacity(4096);
-        }
-        xml.get_mut().start_event();
-        let step = match xml.read_event_into(&mut buf) {
-            Ok(event) => parser.handle(event, on_record),
-            Err(err) => Err(halt_from_xml_error(err, xml.get_mut().over_budget, limits)),
+        let step = match window.refill() {
+            Ok(()) => window.parse_events(&mut parser, on_record),
+            Err(halt) => Err(halt),
         };
         match step {
+            // The window ran out in the middle of an event: read more, resume at that event.
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => return parser.finish(on_record),
             Err(halt) => return parser.fail(halt, on_record),
@@ -132,18 +134,35 @@ pub fn parse_report<R: BufRead>(
     }
 }
 
+/// quick-xml's settings for every reader of a document (one per window).
+fn configure(xml: &mut Reader<&[u8]>) {
+    let config = xml.config_mut();
+    config.trim_text(false);
+    // A reader resumes at an event in the middle of the document, without the names of the
+    // elements open before it: the parser checks end tags itself (see `Parser::check_end`).
+    config.check_end_names = false;
+    config.allow_unmatched_ends = true;
+    config.expand_empty_elements = false;
+    // A stray `&` (`AT&T`) in a value is kept as written instead of failing the report.
+    config.allow_dangling_amp = true;
+}
+
 /// Largest single XML event (tag, text run, comment, DTD) read into memory.
 fn event_budget(limits: &Limits) -> usize {
     (limits.max_field_bytes.saturating_mul(16)).max(1024 * 1024)
 }
 
-fn halt_from_xml_error(err: quick_xml::Error, over_budget: bool, limits: &Limits) -> Halt {
+/// One event (tag, text run, comment) larger than the budget: refused before it is all read.
+fn over_budget(budget: usize) -> Halt {
+    Halt::Limit {
+        limit: "max_field_bytes",
+        value: budget as u64 + 1,
+        max: budget as u64,
+    }
+}
+
+fn halt_from_xml_error(err: quick_xml::Error) -> Halt {
     match err {
-        quick_xml::Error::Io(_) if over_budget => Halt::Limit {
-            limit: "max_field_bytes",
-            value: event_budget(limits) as u64 + 1,
-            max: event_budget(limits) as u64,
-        },
         quick_xml::Error::Io(io_err) => {
             Halt::Input(io::Error::new(io_err.kind(), io_err.to_string()))
         }
@@ -386,6 +405,10 @@ fn child_node(parent: Node, local: &[u8]) -> Node {
 struct Parser<'l> {
     limits: &'l Limits,
     stack: Vec<Node>,
+    /// Names of the open elements, end to end (`open_name_starts` marks where each begins),
+    /// for the end tag check quick-xml cannot make here (see [`Window`]).
+    open_names: Vec<u8>,
+    open_name_starts: Vec<usize>,
     meta: ReportMeta,
     version: String,
     declares_dmarc2_namespace: bool,
@@ -422,6 +445,8 @@ impl<'l> Parser<'l> {
         Parser {
             limits,
             stack: Vec::with_capacity(16),
+            open_names: Vec::with_capacity(256),
+            open_name_starts: Vec::with_capacity(16),
             meta: ReportMeta::default(),
             version: String::new(),
             declares_dmarc2_namespace: false,
@@ -455,12 +480,19 @@ impl<'l> Parser<'l> {
         on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
     ) -> Result<Flow, Halt> {
         match event {
-            Event::Start(start) => self.open(&start),
+            Event::Start(start) => {
+                let flow = self.open(&start)?;
+                self.push_open_name(start.name().as_ref());
+                Ok(flow)
+            }
             Event::Empty(start) => match self.open(&start)? {
                 Flow::Continue => self.close(on_record),
                 Flow::Stop => Ok(Flow::Stop),
             },
-            Event::End(_) => self.close(on_record),
+            Event::End(end) => {
+                self.check_end(end.name().as_ref())?;
+                self.close(on_record)
+            }
             Event::Text(text) => {
                 self.note_text(&text);
                 self.push_text(&text);
@@ -482,6 +514,35 @@ impl<'l> Parser<'l> {
                 Ok(Flow::Continue)
             }
         }
+    }
+
+    fn push_open_name(&mut self, name: &[u8]) {
+        self.open_name_starts.push(self.open_names.len());
+        self.open_names.extend_from_slice(name);
+    }
+
+    /// An end tag must close the element opened last: quick-xml's `check_end_names` check,
+    /// with its error (and message).
+    fn check_end(&mut self, name: &[u8]) -> Result<(), Halt> {
+        let text = |bytes: &[u8]| std::str::from_utf8(bytes).unwrap_or_default().to_string();
+        let Some(start) = self.open_name_starts.pop() else {
+            let error = IllFormedError::UnmatchedEndTag(text(name));
+            return Err(Halt::Malformed(
+                quick_xml::Error::IllFormed(error).to_string(),
+            ));
+        };
+        let expected = &self.open_names[start..];
+        if expected != name {
+            let error = IllFormedError::MismatchedEndTag {
+                expected: text(expected),
+                found: text(name),
+            };
+            return Err(Halt::Malformed(
+                quick_xml::Error::IllFormed(error).to_string(),
+            ));
+        }
+        self.open_names.truncate(start);
+        Ok(())
     }
 
     fn note_text(&mut self, bytes: &[u8]) {
@@ -1133,24 +1194,17 @@ fn clean_value(
     Some(original)
 }
 
-/// The input as UTF-8 bytes, with a per-event byte budget so one giant tag or text run cannot
-/// make quick-xml buffer the whole input.
+/// The document as UTF-8 bytes: encoding sniffed and transcoded, a prolog DOCTYPE cut out.
 struct Input<R: BufRead> {
     /// Decoded bytes read ahead to cut out a DOCTYPE; served before `source`.
     head: Vec<u8>,
     head_pos: usize,
     source: Source<R>,
-    /// Bytes read from `source`, served to quick-xml from here: quick-xml asks for the buffer
-    /// several times per event, and going down to the (dynamically dispatched) layers below
-    /// each time cost about a tenth of the parse.
-    buf: Vec<u8>,
-    buf_pos: usize,
-    /// A read error met after some bytes of a refill: those bytes are parsed first (rows before
-    /// a corrupt tail are kept), the error is returned by the next refill.
+    /// A read error met after some bytes of a read: those bytes are parsed first (rows before
+    /// a corrupt tail are kept), the error is returned by the next read.
     pending_error: Option<io::Error>,
-    consumed: usize,
+    /// Largest DOCTYPE cut out here (a longer one is left to the event budget).
     budget: usize,
-    over_budget: bool,
 }
 
 type Prefixed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
@@ -1186,13 +1240,8 @@ impl<R: BufRead> Input<R> {
             head,
             head_pos: 0,
             source,
-            // Not zeroed: filled by `read_to_end`, which writes into spare capacity.
-            buf: Vec::with_capacity(INPUT_BUFFER),
-            buf_pos: 0,
             pending_error: None,
-            consumed: 0,
             budget,
-            over_budget: false,
         };
         input.strip_doctype()?;
         Ok(input)
@@ -1246,70 +1295,126 @@ impl<R: BufRead> Input<R> {
         Ok(())
     }
 
-    fn start_event(&mut self) {
-        self.consumed = 0;
-    }
-
-    /// Reads the next block of `source` into the (consumed) buffer; end of input leaves it
-    /// empty.
-    fn refill(&mut self) -> io::Result<()> {
+    /// Appends up to `want` bytes to `dst` and returns how many; fewer than `want` only at
+    /// the end of the input (or before an error, which the next call returns).
+    fn read_into(&mut self, dst: &mut Vec<u8>, want: usize) -> io::Result<usize> {
         if let Some(err) = self.pending_error.take() {
             return Err(err);
         }
-        self.buf.clear();
-        self.buf_pos = 0;
-        let block = INPUT_BUFFER as u64;
+        let from_head = (self.head.len() - self.head_pos).min(want);
+        dst.extend_from_slice(&self.head[self.head_pos..self.head_pos + from_head]);
+        self.head_pos += from_head;
+        if self.head_pos == self.head.len() && self.head_pos > 0 {
+            self.head = Vec::new();
+            self.head_pos = 0;
+        }
+        let rest = (want - from_head) as u64;
+        if rest == 0 {
+            return Ok(from_head);
+        }
+        let before = dst.len();
         let read = match &mut self.source {
-            Source::Utf8(inner) => inner.by_ref().take(block).read_to_end(&mut self.buf),
-            Source::Transcoded(inner) => inner.by_ref().take(block).read_to_end(&mut self.buf),
+            Source::Utf8(inner) => inner.by_ref().take(rest).read_to_end(dst),
+            Source::Transcoded(inner) => inner.by_ref().take(rest).read_to_end(dst),
         };
+        let got = from_head + (dst.len() - before);
         match read {
-            Err(err) if self.buf.is_empty() => Err(err),
+            Err(err) if got == 0 => Err(err),
             Err(err) => {
                 self.pending_error = Some(err);
-                Ok(())
+                Ok(got)
             }
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(got),
         }
     }
 }
 
-impl<R: BufRead> Read for Input<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
-    }
+/// The decoded document, parsed in place: quick-xml reads events straight out of this buffer
+/// (borrowed, no copy per event), one reader per fill of the buffer.
+///
+/// An event that runs into the end of the bytes read so far may be cut short, so it is not
+/// handled: the window slides to where that event starts, more input is read, and a new reader
+/// resumes there. Between events quick-xml keeps only the names of open elements (for end tag
+/// checks), which the parser keeps itself. One event may use at most `budget` bytes: a longer
+/// one is refused before it is read whole.
+struct Window<R: BufRead> {
+    input: Input<R>,
+    bytes: Vec<u8>,
+    /// Start of the first event not handled yet.
+    pos: usize,
+    end_of_input: bool,
+    budget: usize,
+    block: usize,
 }
 
-impl<R: BufRead> BufRead for Input<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.consumed > self.budget {
-            self.over_budget = true;
-            return Err(io::Error::other("one XML event exceeds the size budget"));
+impl<R: BufRead> Window<R> {
+    fn new(input: Input<R>, budget: usize, block: usize) -> Self {
+        Window {
+            input,
+            // Not zeroed: filled by `read_to_end`, which writes into spare capacity.
+            bytes: Vec::with_capacity(block),
+            pos: 0,
+            end_of_input: false,
+            budget,
+            block,
         }
-        if self.head_pos < self.head.len() {
-            return Ok(&self.head[self.head_pos..]);
-        }
-        if self.buf_pos == self.buf.len() {
-            self.refill()?;
-        }
-        Ok(&self.buf[self.buf_pos..])
     }
 
-    fn consume(&mut self, amount: usize) {
-        self.consumed = self.consumed.saturating_add(amount);
-        if self.head_pos < self.head.len() {
-            self.head_pos = (self.head_pos + amount).min(self.head.len());
-            if self.head_pos == self.head.len() {
-                self.head = Vec::new();
-                self.head_pos = 0;
-            }
-            return;
+    /// Drops the handled bytes and reads at least one more block (or to the end).
+    fn refill(&mut self) -> Result<(), Halt> {
+        if self.end_of_input {
+            return Ok(());
         }
-        self.buf_pos = self.buf_pos.saturating_add(amount).min(self.buf.len());
+        self.bytes.drain(..self.pos);
+        self.pos = 0;
+        let want = self.block.max(self.bytes.capacity() - self.bytes.len());
+        let got = self
+            .input
+            .read_into(&mut self.bytes, want)
+            .map_err(Halt::Input)?;
+        // Fewer bytes than asked for: the input ended, unless an error is pending (then the
+        // next refill returns it).
+        if got < want && self.input.pending_error.is_none() {
+            self.end_of_input = true;
+        }
+        Ok(())
+    }
+
+    /// Handles every complete event in the window. `Continue`: the window needs more input.
+    fn parse_events(
+        &mut self,
+        parser: &mut Parser<'_>,
+        on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+    ) -> Result<Flow, Halt> {
+        let bytes = &self.bytes[self.pos..];
+        let mut xml = Reader::from_reader(bytes);
+        configure(&mut xml);
+        loop {
+            let start = xml.buffer_position() as usize;
+            let event = xml.read_event();
+            let end = xml.buffer_position() as usize;
+            if end - start > self.budget {
+                return Err(over_budget(self.budget));
+            }
+            // Possibly cut short by the end of the window (an error, too, may only mean "the
+            // rest is not read yet"): read more and parse this event again. With more than a
+            // budget of bytes after its start, an error is the document's own.
+            if !self.end_of_input
+                && (end >= bytes.len() || event.is_err())
+                && bytes.len() - start <= self.budget
+            {
+                self.pos += start;
+                return Ok(Flow::Continue);
+            }
+            let step = match event {
+                Ok(event) => parser.handle(event, on_record),
+                Err(err) => Err(halt_from_xml_error(err)),
+            };
+            match step {
+                Ok(Flow::Continue) => {}
+                other => return other,
+            }
+        }
     }
 }
 
