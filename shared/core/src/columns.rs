@@ -25,7 +25,15 @@ fn joined<'a, T>(items: &'a [T], field: fn(&'a T) -> &'a str) -> Cow<'a, str> {
     match items {
         [] => Cow::Borrowed(""),
         [one] => Cow::Borrowed(field(one)),
-        many => Cow::Owned(many.iter().map(field).collect::<Vec<_>>().join("|")),
+        [first, rest @ ..] => {
+            let mut out = String::with_capacity(items.len() * 16);
+            out.push_str(field(first));
+            for item in rest {
+                out.push('|');
+                out.push_str(field(item));
+            }
+            Cow::Owned(out)
+        }
     }
 }
 

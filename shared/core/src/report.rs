@@ -53,7 +53,7 @@ use quick_xml::events::{BytesRef, BytesStart, Event};
 
 use crate::error::{SkipReason, Skipped};
 use crate::limits::Limits;
-use crate::model::{Record, ReportMeta, Schema};
+use crate::model::{DkimResult, OverrideReason, Record, ReportMeta, Schema, SpfResult};
 
 /// RFC 9990's namespace.
 const DMARC2_NAMESPACE: &[u8] = b"urn:ietf:params:xml:ns:dmarc-2.0";
@@ -134,10 +134,22 @@ pub fn parse_report_in_blocks<R: BufRead>(
     }
 }
 
+/// The whitespace (as XML defines it: space, tab, CR, LF) `bytes` starts with.
+fn leading_whitespace(bytes: &[u8]) -> &[u8] {
+    let len = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(bytes.len());
+    &bytes[..len]
+}
+
 /// quick-xml's settings for every reader of a document (one per window).
 fn configure(xml: &mut Reader<&[u8]>) {
     let config = xml.config_mut();
-    config.trim_text(false);
+    // Whitespace-only text between tags (half the events of a pretty-printed report) is
+    // skipped inside quick-xml; what a value needs of it is handed back (`Window::parse_events`).
+    config.trim_text_start = true;
+    config.trim_text_end = false;
     // A reader resumes at an event in the middle of the document, without the names of the
     // elements open before it: the parser checks end tags itself (see `Parser::check_end`).
     config.check_end_names = false;
@@ -422,6 +434,9 @@ struct Parser<'l> {
     text: Vec<u8>,
     text_total: usize,
     value_buf: String,
+    /// Entries of the previous record's repeated lists, kept to be reused (their strings keep
+    /// their allocations from record to record).
+    spare: SpareEntries,
     record: Record,
     record_has_row: bool,
     /// `<record>` elements opened so far (1-based index of the current one).
@@ -458,6 +473,7 @@ impl<'l> Parser<'l> {
             text: Vec::with_capacity(256),
             text_total: 0,
             value_buf: String::with_capacity(256),
+            spare: SpareEntries::default(),
             record: Record::default(),
             record_has_row: false,
             records_seen: 0,
@@ -615,18 +631,21 @@ impl<'l> Parser<'l> {
                     });
                 }
                 self.records_seen += 1;
-                clear_record(&mut self.record);
+                clear_record(&mut self.record, &mut self.spare);
                 self.record_has_row = false;
             }
             Node::Row => self.record_has_row = true,
-            Node::Dkim if !self.push_repeated(|r| &mut r.dkim, "auth_results/dkim") => {
+            Node::Dkim if !self.push_repeated(|r, s| (&mut r.dkim, &mut s.dkim), "auth_results/dkim") => {
                 return Ok(Node::Skip);
             }
-            Node::Spf if !self.push_repeated(|r| &mut r.spf, "auth_results/spf") => {
+            Node::Spf if !self.push_repeated(|r, s| (&mut r.spf, &mut s.spf), "auth_results/spf") => {
                 return Ok(Node::Skip);
             }
             Node::Reason
-                if !self.push_repeated(|r| &mut r.reasons, "row/policy_evaluated/reason") =>
+                if !self.push_repeated(
+                    |r, s| (&mut r.reasons, &mut s.reasons),
+                    "row/policy_evaluated/reason",
+                ) =>
             {
                 return Ok(Node::Skip);
             }
@@ -644,18 +663,27 @@ impl<'l> Parser<'l> {
     }
 
     /// Appends a default entry to one of the record's repeated lists, unless it is full.
-    fn push_repeated<T: Default>(
+    /// Appends an empty entry (a spare one when there is) to one of the record's repeated
+    /// lists, unless it is full.
+    fn push_repeated<T: Reusable>(
         &mut self,
-        list: fn(&mut Record) -> &mut Vec<T>,
+        lists: for<'a> fn(&'a mut Record, &'a mut SpareEntries) -> (&'a mut Vec<T>, &'a mut Vec<T>),
         path: &str,
     ) -> bool {
-        let items = list(&mut self.record);
+        let (items, spare) = lists(&mut self.record, &mut self.spare);
         if items.len() >= MAX_REPEATED {
             let location = format!("record {} {path}", self.records_seen);
             self.too_many(location);
             return false;
         }
-        items.push(T::default());
+        let entry = match spare.pop() {
+            Some(mut entry) => {
+                entry.reset();
+                entry
+            }
+            None => T::default(),
+        };
+        items.push(entry);
         true
     }
 
@@ -756,16 +784,22 @@ impl<'l> Parser<'l> {
 
     fn store_field(&mut self, field: Field) {
         let lower = field.is_enum_like();
-        // One scratch buffer for every value: no allocation per field.
-        let mut value = std::mem::take(&mut self.value_buf);
-        value.clear();
-        let truncated = clean_value(
-            &mut value,
-            &self.text,
-            self.text_total > self.text_cap(),
-            self.limits.max_field_bytes,
-            lower,
-        );
+        let capped = self.text_total > self.text_cap();
+        let max = self.limits.max_field_bytes;
+        // Most values are cleaned straight into the string they belong to (which keeps its
+        // allocation from record to record); the others go through one scratch buffer.
+        let slot = value_slot(field, &mut self.meta, &mut self.record, &mut self.version);
+        let (truncated, scratch) = match slot {
+            Some(dst) => {
+                dst.clear();
+                (clean_value(dst, &self.text, capped, max, lower), None)
+            }
+            None => {
+                let mut value = std::mem::take(&mut self.value_buf);
+                value.clear();
+                (clean_value(&mut value, &self.text, capped, max, lower), Some(value))
+            }
+        };
         if let Some(original) = truncated {
             let location = if field.in_record() {
                 format!("record {} {}", self.records_seen, field.path())
@@ -781,53 +815,21 @@ impl<'l> Parser<'l> {
                 },
             );
         }
-        self.assign(field, &value);
-        self.value_buf = value;
+        if let Some(value) = scratch {
+            self.assign(field, &value);
+            self.value_buf = value;
+        }
     }
 
+    /// Stores the fields that have no string of their own (see [`value_slot`]).
     fn assign(&mut self, field: Field, value: &str) {
-        use Field as F;
-        let meta = &mut self.meta;
-        let policy = &mut meta.policy;
-        let record = &mut self.record;
         match field {
-            F::Version => put(&mut self.version, value),
-            F::OrgName => put(&mut meta.org_name, value),
-            F::Email => put(&mut meta.email, value),
-            F::ExtraContactInfo => put(&mut meta.extra_contact_info, value),
-            F::ReportId => put(&mut meta.report_id, value),
-            F::Begin => self.begin_text = Some(value.to_string()),
-            F::End => self.end_text = Some(value.to_string()),
-            F::Error => meta.errors.push(value.to_string()),
-            F::Generator => put(&mut meta.generator, value),
-            F::PolicyDomain => put(&mut policy.domain, value),
-            F::Adkim => put(&mut policy.adkim, value),
-            F::Aspf => put(&mut policy.aspf, value),
-            F::P => put(&mut policy.p, value),
-            F::Sp => put(&mut policy.sp, value),
-            F::Pct => policy.pct = Some(value.to_string()),
-            F::Fo => put(&mut policy.fo, value),
-            F::Np => put(&mut policy.np, value),
-            F::Testing => put(&mut policy.testing, value),
-            F::DiscoveryMethod => put(&mut policy.discovery_method, value),
-            F::SourceIp => put(&mut record.source_ip, value),
-            F::Count => put(&mut record.count, value),
-            F::Disposition => put(&mut record.disposition, value),
-            F::EvaluatedDkim => put(&mut record.policy_dkim, value),
-            F::EvaluatedSpf => put(&mut record.policy_spf, value),
-            F::ReasonType => set_last(&mut record.reasons, |r| &mut r.kind, value),
-            F::ReasonComment => set_last(&mut record.reasons, |r| &mut r.comment, value),
-            F::HeaderFrom => put(&mut record.header_from, value),
-            F::EnvelopeFrom => put(&mut record.envelope_from, value),
-            F::EnvelopeTo => put(&mut record.envelope_to, value),
-            F::DkimDomain => set_last(&mut record.dkim, |d| &mut d.domain, value),
-            F::DkimSelector => set_last(&mut record.dkim, |d| &mut d.selector, value),
-            F::DkimResult => set_last(&mut record.dkim, |d| &mut d.result, value),
-            F::DkimHumanResult => set_last(&mut record.dkim, |d| &mut d.human_result, value),
-            F::SpfDomain => set_last(&mut record.spf, |s| &mut s.domain, value),
-            F::SpfScope => set_last(&mut record.spf, |s| &mut s.scope, value),
-            F::SpfResult => set_last(&mut record.spf, |s| &mut s.result, value),
-            F::SpfHumanResult => set_last(&mut record.spf, |s| &mut s.human_result, value),
+            Field::Begin => self.begin_text = Some(value.to_string()),
+            Field::End => self.end_text = Some(value.to_string()),
+            Field::Error => self.meta.errors.push(value.to_string()),
+            Field::Pct => self.meta.policy.pct = Some(value.to_string()),
+            // An entry of a repeated list over its bound is not kept (reported when opened).
+            _ => {}
         }
     }
 
@@ -1082,16 +1084,53 @@ fn epoch_seconds(text: Option<&str>, name: &str) -> Result<i64, String> {
     }
 }
 
-fn set_last<T>(items: &mut [T], field: fn(&mut T) -> &mut String, value: &str) {
-    if let Some(last) = items.last_mut() {
-        put(field(last), value);
-    }
-}
-
-/// Overwrites `dst`, keeping its allocation.
-fn put(dst: &mut String, value: &str) {
-    dst.clear();
-    dst.push_str(value);
+/// The string a field's value goes to, when it has one of its own: `None` for begin, end, pct
+/// and error (see [`Parser::assign`]).
+fn value_slot<'a>(
+    field: Field,
+    meta: &'a mut ReportMeta,
+    record: &'a mut Record,
+    version: &'a mut String,
+) -> Option<&'a mut String> {
+    use Field as F;
+    let policy = &mut meta.policy;
+    let slot = match field {
+        F::Begin | F::End | F::Error | F::Pct => return None,
+        F::Version => version,
+        F::OrgName => &mut meta.org_name,
+        F::Email => &mut meta.email,
+        F::ExtraContactInfo => &mut meta.extra_contact_info,
+        F::ReportId => &mut meta.report_id,
+        F::Generator => &mut meta.generator,
+        F::PolicyDomain => &mut policy.domain,
+        F::Adkim => &mut policy.adkim,
+        F::Aspf => &mut policy.aspf,
+        F::P => &mut policy.p,
+        F::Sp => &mut policy.sp,
+        F::Fo => &mut policy.fo,
+        F::Np => &mut policy.np,
+        F::Testing => &mut policy.testing,
+        F::DiscoveryMethod => &mut policy.discovery_method,
+        F::SourceIp => &mut record.source_ip,
+        F::Count => &mut record.count,
+        F::Disposition => &mut record.disposition,
+        F::EvaluatedDkim => &mut record.policy_dkim,
+        F::EvaluatedSpf => &mut record.policy_spf,
+        F::ReasonType => &mut record.reasons.last_mut()?.kind,
+        F::ReasonComment => &mut record.reasons.last_mut()?.comment,
+        F::HeaderFrom => &mut record.header_from,
+        F::EnvelopeFrom => &mut record.envelope_from,
+        F::EnvelopeTo => &mut record.envelope_to,
+        F::DkimDomain => &mut record.dkim.last_mut()?.domain,
+        F::DkimSelector => &mut record.dkim.last_mut()?.selector,
+        F::DkimResult => &mut record.dkim.last_mut()?.result,
+        F::DkimHumanResult => &mut record.dkim.last_mut()?.human_result,
+        F::SpfDomain => &mut record.spf.last_mut()?.domain,
+        F::SpfScope => &mut record.spf.last_mut()?.scope,
+        F::SpfResult => &mut record.spf.last_mut()?.result,
+        F::SpfHumanResult => &mut record.spf.last_mut()?.human_result,
+    };
+    Some(slot)
 }
 
 /// Approximate heap bytes of a record's text (plus a fixed cost per entry).
@@ -1129,18 +1168,57 @@ fn record_text_bytes(record: &Record) -> usize {
         + reasons
 }
 
-fn clear_record(record: &mut Record) {
+fn clear_record(record: &mut Record, spare: &mut SpareEntries) {
     record.source_ip.clear();
     record.count.clear();
     record.disposition.clear();
     record.policy_dkim.clear();
     record.policy_spf.clear();
-    record.reasons.clear();
     record.header_from.clear();
     record.envelope_from.clear();
     record.envelope_to.clear();
-    record.dkim.clear();
-    record.spf.clear();
+    spare.reasons.append(&mut record.reasons);
+    spare.dkim.append(&mut record.dkim);
+    spare.spf.append(&mut record.spf);
+}
+
+/// Entries of repeated lists that a previous record used (at most `MAX_REPEATED` of each, as
+/// no record holds more).
+#[derive(Default)]
+struct SpareEntries {
+    reasons: Vec<OverrideReason>,
+    dkim: Vec<DkimResult>,
+    spf: Vec<SpfResult>,
+}
+
+/// An entry of a repeated list that can be emptied for reuse.
+trait Reusable: Default {
+    fn reset(&mut self);
+}
+
+impl Reusable for OverrideReason {
+    fn reset(&mut self) {
+        self.kind.clear();
+        self.comment.clear();
+    }
+}
+
+impl Reusable for DkimResult {
+    fn reset(&mut self) {
+        self.domain.clear();
+        self.selector.clear();
+        self.result.clear();
+        self.human_result.clear();
+    }
+}
+
+impl Reusable for SpfResult {
+    fn reset(&mut self) {
+        self.domain.clear();
+        self.scope.clear();
+        self.result.clear();
+        self.human_result.clear();
+    }
 }
 
 /// C0 controls other than tab, LF and CR are not allowed in XML 1.0; they are dropped.
@@ -1405,6 +1483,13 @@ impl<R: BufRead> Window<R> {
             {
                 self.pos += start;
                 return Ok(Flow::Continue);
+            }
+            if parser.in_field() {
+                // Inside a value, whitespace quick-xml skipped before this event is text.
+                let skipped = leading_whitespace(&bytes[start..end]);
+                if !skipped.is_empty() {
+                    parser.push_text(skipped);
+                }
             }
             let step = match event {
                 Ok(event) => parser.handle(event, on_record),

@@ -303,6 +303,24 @@ fn cdata_and_predefined_entities_are_text() {
     assert_eq!(parse(xml).meta().org_name, "A<B & CD <x>");
 }
 
+#[test]
+fn whitespace_inside_values_is_kept_between_entities_comments_and_cdata() {
+    // quick-xml skips whitespace-only text; inside a value the parser puts it back.
+    let cases = [
+        ("Smith &amp; Sons", "Smith & Sons"),
+        ("&amp; &amp;\t&amp;", "& &\t&"),
+        ("a <!--c--> <!--d--> b", "a   b"),
+        ("a<!--c--> <![CDATA[b]]>", "a b"),
+        ("<![CDATA[x]]> \n <![CDATA[y]]>", "x \n y"),
+        ("  &#65; B  ", "A B"),
+        ("x <?pi data?> y", "x  y"),
+    ];
+    for (raw, expected) in cases {
+        let xml = report(RECORD).replace("Example Org", raw);
+        assert_eq!(parse(xml).meta().org_name, expected, "{raw:?}");
+    }
+}
+
 // ---- structure ------------------------------------------------------------------------------
 
 #[test]
