@@ -635,10 +635,14 @@ impl<'l> Parser<'l> {
                 self.record_has_row = false;
             }
             Node::Row => self.record_has_row = true,
-            Node::Dkim if !self.push_repeated(|r, s| (&mut r.dkim, &mut s.dkim), "auth_results/dkim") => {
+            Node::Dkim
+                if !self.push_repeated(|r, s| (&mut r.dkim, &mut s.dkim), "auth_results/dkim") =>
+            {
                 return Ok(Node::Skip);
             }
-            Node::Spf if !self.push_repeated(|r, s| (&mut r.spf, &mut s.spf), "auth_results/spf") => {
+            Node::Spf
+                if !self.push_repeated(|r, s| (&mut r.spf, &mut s.spf), "auth_results/spf") =>
+            {
                 return Ok(Node::Skip);
             }
             Node::Reason
@@ -797,7 +801,10 @@ impl<'l> Parser<'l> {
             None => {
                 let mut value = std::mem::take(&mut self.value_buf);
                 value.clear();
-                (clean_value(&mut value, &self.text, capped, max, lower), Some(value))
+                (
+                    clean_value(&mut value, &self.text, capped, max, lower),
+                    Some(value),
+                )
             }
         };
         if let Some(original) = truncated {
