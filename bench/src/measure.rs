@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn thread_cpu_time_grows_with_work() {
         if cfg!(target_os = "linux") {
-            let before = thread_cpu_seconds().expect("schedstat");
+            let before = thread_cpu_seconds().expect("thread CPU clock");
             let mut x = 0u64;
             for i in 0..20_000_000u64 {
                 x = x.wrapping_mul(31).wrapping_add(i);
