@@ -296,6 +296,10 @@ impl Hints {
 
 /// A name safe to embed in a quoted location: no quotes or control characters, bounded length.
 fn clean_name(name: &str) -> String {
+    let is_clean = |c: char| !c.is_control() && c != '"';
+    if name.len() <= MAX_NAME_CHARS && name.chars().all(is_clean) {
+        return name.to_string();
+    }
     name.chars()
         .filter(|c| !c.is_control())
         .map(|c| if c == '"' { '\'' } else { c })
@@ -587,11 +591,11 @@ impl Walker<'_> {
         let Some(part) = message.parts.get(id) else {
             return Ok(());
         };
-        let location = join(prefix, &part_label(section, part));
+        let hints = Hints::of(part);
+        let location = join(prefix, &part_label(section, &hints));
         if self.too_deep(&location, depth) {
             return Ok(());
         }
-        let hints = Hints::of(part);
         match &part.body {
             PartType::Multipart(children) => {
                 for (index, child) in children.iter().enumerate() {
@@ -922,25 +926,25 @@ fn quoted_or_index(name: Option<String>, index: usize) -> String {
 }
 
 /// `part 2 "report.zip"`, `part 1.2 (text/xml)`, or `body` for a single-part message.
-fn part_label(section: &str, part: &MessagePart<'_>) -> String {
-    let base = if section.is_empty() {
-        "body".to_string()
+/// `body` or `part 2.1`, then the part's file name (quoted) or else its content type.
+fn part_label(section: &str, hints: &Hints) -> String {
+    let mut label = String::with_capacity(16 + hints.name.len().max(hints.content_type.len()));
+    if section.is_empty() {
+        label.push_str("body");
     } else {
-        format!("part {section}")
-    };
-    if let Some(name) = part.attachment_name() {
-        return format!("{base} \"{}\"", clean_name(name));
+        label.push_str("part ");
+        label.push_str(section);
     }
-    match part.content_type() {
-        Some(ct) => {
-            let kind = match ct.subtype() {
-                Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                None => ct.ctype().to_string(),
-            };
-            format!("{base} ({})", clean_name(&kind.to_ascii_lowercase()))
-        }
-        None => base,
+    if !hints.name.is_empty() {
+        label.push_str(" \"");
+        label.push_str(&hints.name);
+        label.push('"');
+    } else if !hints.content_type.is_empty() {
+        label.push_str(" (");
+        label.push_str(&clean_name(&hints.content_type));
+        label.push(')');
     }
+    label
 }
 
 /// The body bytes of a text part before charset conversion (mail-parser converts text to UTF-8,
