@@ -13,7 +13,7 @@ use crate::error::{SkipReason, Skipped};
 use crate::extract::{self, Document, DocumentVisitor, ExtractStats, Visit};
 use crate::limits::Limits;
 use crate::model::{
-    MailInfo, Record, ReportIdentity, ReportMeta, ReportSummary, RowView, utc_datetime,
+    MailInfo, Record, ReportIdentity, ReportMeta, ReportSummary, RowView, Schema, utc_datetime,
 };
 use crate::report::{self, ReportError};
 
@@ -116,8 +116,9 @@ struct RowVisitor<'a> {
 /// Counts of one report while its records stream by.
 #[derive(Default)]
 struct ReportProgress {
-    /// A copy of the metadata taken at the first record: `begin_report` has been called.
-    meta: Option<ReportMeta>,
+    /// The report's identity and schema as of its first record: `begin_report` has been called
+    /// (the rows went out under this identity, so the summary keeps it).
+    begun: Option<(ReportIdentity, Schema)>,
     /// The report's begin and end timestamps as row values, formatted at the first record.
     dates: (String, String),
     records: u64,
@@ -136,9 +137,9 @@ impl ReportProgress {
         meta: &ReportMeta,
         record: &Record,
     ) -> io::Result<()> {
-        if self.meta.is_none() {
+        if self.begun.is_none() {
             sink.begin_report(location, meta);
-            self.meta = Some(meta.clone());
+            self.begun = Some((ReportIdentity::of(meta), meta.schema));
             self.dates = (utc_datetime(meta.begin), utc_datetime(meta.end));
         }
         self.records += 1;
@@ -199,32 +200,36 @@ impl DocumentVisitor for RowVisitor<'_> {
         // A stream that stopped early (limit, corrupt gzip tail) shows up in the parser as an
         // I/O error; the meter knows the real cause.
         let fault = doc.fault();
-        let (meta, records, mut problems) = match result {
+        let ((identity, schema), records, mut problems) = match result {
             Ok(parse) => {
                 let mut problems = parse.problems;
                 problems.extend(fault.map(|reason| Skipped {
                     location: String::new(),
                     reason,
                 }));
-                let meta = progress.meta.take().unwrap_or(parse.meta);
-                (meta, parse.records.max(progress.records), problems)
+                let begun = match progress.begun.take() {
+                    Some(begun) => begun,
+                    None => {
+                        // A report without rows is announced now, at its end.
+                        self.sink.begin_report(&location, &parse.meta);
+                        (ReportIdentity::of(&parse.meta), parse.meta.schema)
+                    }
+                };
+                (begun, parse.records.max(progress.records), problems)
             }
-            Err(reason) => match progress.meta.take() {
+            Err(reason) => match progress.begun.take() {
                 // Rows already went to the sink: the report counts, with the failure as a problem.
-                Some(meta) => {
+                Some(begun) => {
                     let reason = fault.unwrap_or(reason);
                     let problem = Skipped {
                         location: String::new(),
                         reason,
                     };
-                    (meta, progress.records, vec![problem])
+                    (begun, progress.records, vec![problem])
                 }
                 None => return Ok(Visit::Skipped(fault.unwrap_or(reason))),
             },
         };
-        if progress.records == 0 {
-            self.sink.begin_report(&location, &meta);
-        }
         for problem in &mut problems {
             problem.location = if problem.location.is_empty() {
                 location.clone()
@@ -233,15 +238,9 @@ impl DocumentVisitor for RowVisitor<'_> {
             };
         }
         let summary = ReportSummary {
-            identity: ReportIdentity {
-                org_name: meta.org_name.clone(),
-                report_id: meta.report_id.clone(),
-                policy_domain: meta.policy.domain.clone(),
-                begin: meta.begin,
-                end: meta.end,
-            },
+            identity,
             location,
-            schema: meta.schema,
+            schema,
             records,
             rows: progress.rows,
             excluded: progress.excluded,

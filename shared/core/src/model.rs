@@ -144,6 +144,17 @@ pub struct ReportSummary {
 }
 
 impl ReportIdentity {
+    /// The identity a report's metadata gives.
+    pub fn of(meta: &ReportMeta) -> Self {
+        ReportIdentity {
+            org_name: meta.org_name.clone(),
+            report_id: meta.report_id.clone(),
+            policy_domain: meta.policy.domain.clone(),
+            begin: meta.begin,
+            end: meta.end,
+        }
+    }
+
     /// Stable hex digest of the identity, normalised (trimmed; org and domain lower-cased),
     /// used for deduplication across mails, deliveries and runs.
     pub fn digest(&self) -> String {

@@ -591,24 +591,14 @@ impl<'a> MailSink<'a> {
     }
 }
 
-fn identity_of(meta: &ReportMeta) -> ReportIdentity {
-    ReportIdentity {
-        org_name: meta.org_name.clone(),
-        report_id: meta.report_id.clone(),
-        policy_domain: meta.policy.domain.clone(),
-        begin: meta.begin,
-        end: meta.end,
-    }
-}
-
 impl ReportSink for MailSink<'_> {
     fn begin_report(&mut self, location: &str, meta: &ReportMeta) {
-        self.current = self.start(location, identity_of(meta));
+        self.current = self.start(location, ReportIdentity::of(meta));
     }
 
     fn row(&mut self, row: &RowView<'_>) -> std::io::Result<()> {
         if matches!(self.current, Current::None) {
-            self.current = self.start("", identity_of(row.meta));
+            self.current = self.start("", ReportIdentity::of(row.meta));
         }
         let Current::Staged(partition) = &self.current else {
             return Ok(());
