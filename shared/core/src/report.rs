@@ -669,11 +669,7 @@ impl<'l> Parser<'l> {
     /// Appends a default entry to one of the record's repeated lists, unless it is full.
     /// Appends an empty entry (a spare one when there is) to one of the record's repeated
     /// lists, unless it is full.
-    fn push_repeated<T: Reusable>(
-        &mut self,
-        lists: for<'a> fn(&'a mut Record, &'a mut SpareEntries) -> (&'a mut Vec<T>, &'a mut Vec<T>),
-        path: &str,
-    ) -> bool {
+    fn push_repeated<T: Reusable>(&mut self, lists: ListAndSpare<T>, path: &str) -> bool {
         let (items, spare) = lists(&mut self.record, &mut self.spare);
         if items.len() >= MAX_REPEATED {
             let location = format!("record {} {path}", self.records_seen);
@@ -1188,6 +1184,10 @@ fn clear_record(record: &mut Record, spare: &mut SpareEntries) {
     spare.dkim.append(&mut record.dkim);
     spare.spf.append(&mut record.spf);
 }
+
+/// Picks one repeated list of a record and its spare entries.
+type ListAndSpare<T> =
+    for<'a> fn(&'a mut Record, &'a mut SpareEntries) -> (&'a mut Vec<T>, &'a mut Vec<T>);
 
 /// Entries of repeated lists that a previous record used (at most `MAX_REPEATED` of each, as
 /// no record holds more).
