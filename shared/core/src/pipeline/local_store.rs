@@ -384,7 +384,14 @@ fn collect_inputs(
         if name.starts_with('.') || name.ends_with(TMP_SUFFIX) || name.ends_with(".md") {
             continue;
         }
-        let meta = match fs::metadata(&path) {
+        let file_type = entry.file_type()?;
+        // The entry's own metadata (no path walk) unless it is a symlink, which is followed.
+        let meta = if file_type.is_symlink() {
+            fs::metadata(&path)
+        } else {
+            entry.metadata()
+        };
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 // A dangling symlink or a file that vanished: say so, do not fail the listing.
@@ -394,7 +401,7 @@ fn collect_inputs(
         };
         let key = format!("{rel}{name}");
         // Symlinked folders are not followed (no loops); symlinked files are read.
-        if entry.file_type()?.is_dir() {
+        if file_type.is_dir() {
             if is_excluded(&path, exclude) {
                 continue;
             }
