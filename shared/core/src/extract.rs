@@ -28,6 +28,9 @@ const SNIFF_BYTES: usize = 4096;
 /// Read buffer of the stream handed to the visitor. Small: the XML parser reads in larger
 /// blocks of its own, which `BufReader` passes straight through to the decoder.
 const STREAM_BUFFER: usize = 8 * 1024;
+/// Decoded documents up to this size are read whole and parsed in place (every real report
+/// but the largest); longer ones are streamed, so memory stays bounded.
+const WHOLE_DOCUMENT: usize = 256 * 1024;
 /// Longest file or member name kept in a location string.
 const MAX_NAME_CHARS: usize = 120;
 /// Smallest possible zip central directory entry: used to reject archives whose declared entry
@@ -118,12 +121,15 @@ pub enum Visit {
     Skipped(SkipReason),
 }
 
-/// One XML candidate, streamed.
+/// One XML candidate.
 pub struct Document<'a> {
     /// Where it was found, e.g. `part 2 "report.zip" > member "a.xml"`.
     pub location: &'a str,
     /// The document's bytes (decompressed as they are read).
     pub reader: &'a mut dyn BufRead,
+    /// The whole document, when it is in memory (most are): the same bytes `reader` gives,
+    /// for a visitor that parses in place.
+    pub bytes: Option<&'a [u8]>,
     meter: &'a Meter,
 }
 
@@ -724,7 +730,8 @@ impl Walker<'_> {
                     depth + 1,
                 )
             }
-            kind => self.uncompressed(prefix, Box::new(bytes), kind, location, hints),
+            Kind::Xml | Kind::Markup => self.visit_bytes(bytes, location),
+            kind => self.not_xml(prefix, kind, location, hints),
         }
     }
 
@@ -750,6 +757,9 @@ impl Walker<'_> {
             return Ok(());
         }
         let kind = sniff(&prefix);
+        if matches!(kind, Kind::Xml | Kind::Markup) {
+            return self.xml_stream(prefix, reader, location);
+        }
         let rest = Box::new(Cursor::new(prefix.clone()).chain(reader));
         match kind {
             Kind::Gzip => {
@@ -771,7 +781,36 @@ impl Walker<'_> {
                 )
             }
             Kind::Zip => self.zip_in_stream(rest, location, depth + 1),
-            kind => self.uncompressed(&prefix, rest, kind, location, hints),
+            kind => self.not_xml(&prefix, kind, location, hints),
+        }
+    }
+
+    /// Decoded XML: read whole into memory when it is not large (then parsed in place), else
+    /// streamed. The bytes read before a failing read (a corrupt tail, a limit) are still
+    /// parsed, then the failure is met, as when streaming.
+    fn xml_stream(
+        &mut self,
+        mut bytes: Vec<u8>,
+        mut reader: Box<dyn Read + '_>,
+        location: &str,
+    ) -> io::Result<()> {
+        // One byte more than the room tells whether the document goes on.
+        let room = (WHOLE_DOCUMENT as u64).saturating_sub(bytes.len() as u64) + 1;
+        match (&mut reader).take(room).read_to_end(&mut bytes) {
+            Ok(n) if (n as u64) < room => {
+                drop(reader);
+                self.visit_bytes(&bytes, location)
+            }
+            Ok(_) => {
+                let stream = Box::new(Cursor::new(bytes).chain(reader));
+                self.visit(stream, location, None)
+            }
+            Err(err) => {
+                drop(reader);
+                let fault = self.meter.take_fault();
+                let stream = Box::new(Cursor::new(bytes).chain(FailedRead::from(err)));
+                self.visit(stream, location, fault)
+            }
         }
     }
 
@@ -795,17 +834,15 @@ impl Walker<'_> {
         self.zip(&buffer, location, depth)
     }
 
-    /// Bytes that need no decoding: XML goes to the visitor, everything else is named.
-    fn uncompressed(
+    /// Bytes that are no XML: a TLS report, or something else, is named.
+    fn not_xml(
         &mut self,
         prefix: &[u8],
-        reader: Box<dyn Read + '_>,
         kind: Kind,
         location: &str,
         hints: &Hints,
     ) -> io::Result<()> {
         match kind {
-            Kind::Xml | Kind::Markup => self.visit(reader, location),
             Kind::Json if is_tls_report(prefix, hints) => {
                 self.record_skipped(location, smtp_tls());
                 Ok(())
@@ -820,13 +857,40 @@ impl Walker<'_> {
         }
     }
 
-    fn visit(&mut self, reader: Box<dyn Read + '_>, location: &str) -> io::Result<()> {
-        self.meter.clear_fault();
-        self.documents += 1;
+    /// A streamed document. `fault`: why reading it already failed, if it did (the parser meets
+    /// the failure after the bytes before it).
+    fn visit(
+        &mut self,
+        reader: Box<dyn Read + '_>,
+        location: &str,
+        fault: Option<SkipReason>,
+    ) -> io::Result<()> {
         let mut buffered = BufReader::with_capacity(STREAM_BUFFER, reader);
+        self.visit_document(location, &mut buffered, None, fault)
+    }
+
+    /// A document held whole in memory.
+    fn visit_bytes(&mut self, bytes: &[u8], location: &str) -> io::Result<()> {
+        let mut reader = bytes;
+        self.visit_document(location, &mut reader, Some(bytes), None)
+    }
+
+    fn visit_document(
+        &mut self,
+        location: &str,
+        reader: &mut dyn BufRead,
+        bytes: Option<&[u8]>,
+        fault: Option<SkipReason>,
+    ) -> io::Result<()> {
+        self.meter.clear_fault();
+        if let Some(reason) = fault {
+            self.meter.record(reason);
+        }
+        self.documents += 1;
         let doc = Document {
             location,
-            reader: &mut buffered,
+            reader,
+            bytes,
             meter: self.meter,
         };
         let visit = self.visitor.document(doc)?;
@@ -907,6 +971,27 @@ impl Walker<'_> {
         self.meter.clear_fault();
         let reader = metered(self.meter, member, Layer::ZipMember);
         self.stream(reader, &member_location, &hints, depth)
+    }
+}
+
+/// A read that already failed: gives its error (again on every call).
+struct FailedRead {
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl From<io::Error> for FailedRead {
+    fn from(err: io::Error) -> Self {
+        FailedRead {
+            kind: err.kind(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl Read for FailedRead {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::new(self.kind, self.message.clone()))
     }
 }
 

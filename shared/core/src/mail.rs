@@ -182,9 +182,13 @@ impl DocumentVisitor for RowVisitor<'_> {
             let sink = &mut *self.sink;
             let progress = &mut progress;
             let location = location.as_str();
-            report::parse_report(&mut *doc.reader, &opts.limits, &mut |meta, record| {
+            let mut on_record = |meta: &ReportMeta, record: &Record| {
                 progress.on_record(location, mail, opts, sink, meta, record)
-            })
+            };
+            match doc.bytes {
+                Some(bytes) => report::parse_report_bytes(bytes, &opts.limits, &mut on_record),
+                None => report::parse_report(&mut *doc.reader, &opts.limits, &mut on_record),
+            }
         };
         if let Some(err) = progress.sink_error.take() {
             return Err(err);

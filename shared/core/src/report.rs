@@ -143,6 +143,29 @@ fn leading_whitespace(bytes: &[u8]) -> &[u8] {
     &bytes[..len]
 }
 
+/// [`parse_report`] on a document already in memory. The rule, UTF-8 without a DOCTYPE, is
+/// parsed in place (no copy at all); anything else goes the general way. Same result as
+/// [`parse_report`] on the same bytes.
+pub fn parse_report_bytes(
+    bytes: &[u8],
+    limits: &Limits,
+    on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+) -> Result<ReportParse, ReportError> {
+    let sniffed = &bytes[..bytes.len().min(SNIFF_BYTES as usize)];
+    let (encoding, skip) = sniff_encoding(sniffed);
+    let body = &bytes[skip..];
+    // What `Input` looks at for a DOCTYPE: the first `SNIFF_BYTES` after the BOM.
+    let head = &body[..body.len().min(SNIFF_BYTES as usize)];
+    if encoding.is_some() || doctype_start(head).is_some() {
+        return parse_report(bytes, limits, on_record);
+    }
+    let mut parser = Parser::new(limits);
+    match parse_slice(body, true, event_budget(limits), &mut parser, on_record) {
+        Ok(_) => parser.finish(on_record),
+        Err(halt) => parser.fail(halt, on_record),
+    }
+}
+
 /// quick-xml's settings for every reader of a document (one per window).
 fn configure(xml: &mut Reader<&[u8]>) {
     let config = xml.config_mut();
@@ -1472,40 +1495,54 @@ impl<R: BufRead> Window<R> {
         on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
     ) -> Result<Flow, Halt> {
         let bytes = &self.bytes[self.pos..];
-        let mut xml = Reader::from_reader(bytes);
-        configure(&mut xml);
-        loop {
-            let start = xml.buffer_position() as usize;
-            let event = xml.read_event();
-            let end = xml.buffer_position() as usize;
-            if end - start > self.budget {
-                return Err(over_budget(self.budget));
+        let (flow, resume_at) =
+            parse_slice(bytes, self.end_of_input, self.budget, parser, on_record)?;
+        self.pos += resume_at;
+        Ok(flow)
+    }
+}
+
+/// Hands every complete event of `bytes` to the parser. `Ok((Continue, at))`: the event at
+/// `at` may be cut short by the end of `bytes` (only when more input may follow): read more and
+/// resume there. `Ok((Stop, _))`: the document ended.
+fn parse_slice(
+    bytes: &[u8],
+    end_of_input: bool,
+    budget: usize,
+    parser: &mut Parser<'_>,
+    on_record: &mut dyn FnMut(&ReportMeta, &Record) -> io::Result<()>,
+) -> Result<(Flow, usize), Halt> {
+    let mut xml = Reader::from_reader(bytes);
+    configure(&mut xml);
+    loop {
+        let start = xml.buffer_position() as usize;
+        let event = xml.read_event();
+        let end = xml.buffer_position() as usize;
+        if end - start > budget {
+            return Err(over_budget(budget));
+        }
+        // Possibly cut short by the end of the window (an error, too, may only mean "the rest
+        // is not read yet"): read more and parse this event again. With more than a budget of
+        // bytes after its start, an error is the document's own.
+        if !end_of_input && (end >= bytes.len() || event.is_err()) && bytes.len() - start <= budget
+        {
+            return Ok((Flow::Continue, start));
+        }
+        if parser.in_field() {
+            // Inside a value, whitespace quick-xml skipped before this event is text.
+            let skipped = leading_whitespace(&bytes[start..end]);
+            if !skipped.is_empty() {
+                parser.push_text(skipped);
             }
-            // Possibly cut short by the end of the window (an error, too, may only mean "the
-            // rest is not read yet"): read more and parse this event again. With more than a
-            // budget of bytes after its start, an error is the document's own.
-            if !self.end_of_input
-                && (end >= bytes.len() || event.is_err())
-                && bytes.len() - start <= self.budget
-            {
-                self.pos += start;
-                return Ok(Flow::Continue);
-            }
-            if parser.in_field() {
-                // Inside a value, whitespace quick-xml skipped before this event is text.
-                let skipped = leading_whitespace(&bytes[start..end]);
-                if !skipped.is_empty() {
-                    parser.push_text(skipped);
-                }
-            }
-            let step = match event {
-                Ok(event) => parser.handle(event, on_record),
-                Err(err) => Err(halt_from_xml_error(err)),
-            };
-            match step {
-                Ok(Flow::Continue) => {}
-                other => return other,
-            }
+        }
+        let step = match event {
+            Ok(event) => parser.handle(event, on_record),
+            Err(err) => Err(halt_from_xml_error(err)),
+        };
+        match step {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop) => return Ok((Flow::Stop, end)),
+            Err(halt) => return Err(halt),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use dmarc_tsv_core::Limits;
-use dmarc_tsv_core::report::{parse_report, parse_report_in_blocks};
+use dmarc_tsv_core::report::{parse_report, parse_report_bytes, parse_report_in_blocks};
 
 /// Everything a parse gives, as text (records, then the result with meta and problems).
 fn outcome(parse: impl FnOnce(&mut dyn FnMut(String)) -> String) -> String {
@@ -37,8 +37,24 @@ fn parse_blocks(bytes: &[u8], limits: &Limits, block: usize) -> String {
     })
 }
 
+/// The in-memory entry (parsed in place when it can be).
+fn parse_in_place(bytes: &[u8], limits: &Limits) -> String {
+    outcome(|push| {
+        let result = parse_report_bytes(bytes, limits, &mut |meta, record| {
+            push(format!("{meta:?} {record:?}"));
+            Ok(())
+        });
+        format!("{result:?}")
+    })
+}
+
 fn assert_same_for_every_block(name: &str, bytes: &[u8], limits: &Limits) {
     let expected = parse_default(bytes, limits);
+    let in_place = parse_in_place(bytes, limits);
+    assert!(
+        in_place == expected,
+        "{name}: parsed in place, the result changed\n--- streamed\n{expected}\n--- in place\n{in_place}"
+    );
     for block in [1, 2, 3, 5, 8, 13, 64, 100, 511, 4096] {
         let got = parse_blocks(bytes, limits, block);
         assert!(
