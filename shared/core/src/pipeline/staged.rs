@@ -284,18 +284,19 @@ impl<R: Read> StagedReader<R> {
                 format!("row with {fields} fields, expected {}", COLUMNS.len()),
             ));
         }
-        let mut bytes = line.iter();
-        while let Some(&b) = bytes.next() {
-            if b != b'\\' {
-                out.push(b);
-                continue;
-            }
-            out.push(match bytes.next() {
-                Some(b't' | b'n' | b'r') => b' ',
-                Some(&other) => other,
-                None => b'\\',
-            });
+        // Runs without an escape (almost every line is one) are copied whole.
+        let mut rest = line;
+        while let Some(at) = rest.iter().position(|&b| b == b'\\') {
+            out.extend_from_slice(&rest[..at]);
+            let (resolved, used) = match rest.get(at + 1) {
+                Some(b't' | b'n' | b'r') => (b' ', 2),
+                Some(&other) => (other, 2),
+                None => (b'\\', 1),
+            };
+            out.push(resolved);
+            rest = &rest[at + used..];
         }
+        out.extend_from_slice(rest);
         out.push(b'\n');
         Ok(())
     }
