@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,7 +174,7 @@ fn store_error(what: &str, key: &str, e: io::Error) -> StoreError {
 impl ObjectStore for LocalStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.path_of(key)?;
-        match fs::read(&path) {
+        match read_file(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) if path.is_dir() => Err(StoreError::Permanent(format!(
@@ -413,6 +413,19 @@ fn collect_inputs(
         }
     }
     Ok(())
+}
+
+/// A whole file, like `fs::read` without asking the file's size first: one system call less
+/// per input (most mails fit the first read; the buffer is trimmed to the bytes read).
+fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    const FIRST_READ: usize = 32 * 1024;
+    let mut bytes = Vec::with_capacity(FIRST_READ);
+    // Through `take`: `File::read_to_end` itself would ask for the size (and the position).
+    fs::File::open(path)?
+        .take(u64::MAX)
+        .read_to_end(&mut bytes)?;
+    bytes.shrink_to_fit();
+    Ok(bytes)
 }
 
 /// File names that always hold one mail or one report file: not opened at listing time to look
