@@ -233,6 +233,9 @@ fn settings_of(args: &Args) -> anyhow::Result<Settings> {
         emptypolls: 1,
         // No SQS batch limit here: stage many mails per staged object (fewer files, fuller pieces).
         stagebatch: LOCAL_STAGE_BATCH,
+        // Staged rows are read back from the same disk minutes later: compressing them only
+        // costs CPU.
+        stagecompression: 0,
         archiveformat: args.archiveformat,
         ..Settings::default()
     };

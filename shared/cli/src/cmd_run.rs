@@ -144,6 +144,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         Kind::Value,
         "Messages gathered over several polls and staged together (1-10000): fewer, larger staged objects, fewer PUTs, fuller output files.",
     ),
+    (
+        "stagecompression",
+        Kind::Value,
+        "gzip level of staged objects (0-9): staged rows live minutes; 1 keeps S3 transfers small, 0 saves CPU.",
+    ),
 ];
 
 /// Settings with no default: the run cannot start without them.
@@ -264,6 +269,7 @@ fn setting_text(s: &Settings, flag: &str) -> String {
         "maxattachmentbytes" => s.maxattachmentbytes.to_string(),
         "compactrows" => s.compactrows.to_string(),
         "stagebatch" => s.stagebatch.to_string(),
+        "stagecompression" => s.stagecompression.to_string(),
         _ => String::new(),
     }
 }

@@ -117,6 +117,11 @@ fn each_range_violation_is_named_with_exit_2() {
             "-pollmessages must be between 1 and 10",
         ),
         ("emptypolls", "0", "-emptypolls must be between 1 and"),
+        (
+            "stagecompression",
+            "10",
+            "-stagecompression must be between 0 and 9 (got \"10\") [DMARC_STAGECOMPRESSION]",
+        ),
         ("maxrecords", "0", "-maxrecords must be between 1 and"),
         (
             "sqsprocessingtime",

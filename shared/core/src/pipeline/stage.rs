@@ -13,6 +13,8 @@ use super::failpoint::hit;
 use super::layout::{hash_parts, is_partition, yyyymmdd};
 use super::queue::{Message, Queue, ReceiveOptions};
 use super::retry::{retry, retry_after};
+use flate2::Compression;
+
 use super::staged::StagedBuilder;
 use super::store::{ObjectStore, StoreError};
 use super::summary::StageSummary;
@@ -377,7 +379,7 @@ fn ingest_mail(
     };
     summary.mails += 1;
     // Rows go straight into the batch's partitions (one compressor per partition, not per mail).
-    let mut sink = MailSink::new(mail, &mut batch.partitions);
+    let mut sink = MailSink::new(mail, &mut batch.partitions, p.settings.stagecompression);
     let outcome =
         parse_mail(&bytes, &mail.key, &p.settings.parse_options(), &mut sink).map_err(|e| {
             MailFailure::Batch(PipelineError::Transient(format!(
@@ -536,6 +538,8 @@ fn batch_id<'a>(mails: impl IntoIterator<Item = &'a MailRef>) -> String {
 struct MailSink<'a> {
     mail: MailRef,
     parts: &'a mut BTreeMap<String, StagedBuilder>,
+    /// gzip level of new staged objects (`-stagecompression`).
+    compression: u32,
     current: Current,
     /// Reports staged (a report with zero rows counts: it must still be deduplicated).
     reports: u64,
@@ -553,7 +557,11 @@ enum Current {
 }
 
 impl<'a> MailSink<'a> {
-    fn new(mail: &MailRef, parts: &'a mut BTreeMap<String, StagedBuilder>) -> Self {
+    fn new(
+        mail: &MailRef,
+        parts: &'a mut BTreeMap<String, StagedBuilder>,
+        compression: u32,
+    ) -> Self {
         MailSink {
             mail: MailRef {
                 bucket: mail.bucket.clone(),
@@ -562,6 +570,7 @@ impl<'a> MailSink<'a> {
                 size: None,
             },
             parts,
+            compression,
             current: Current::None,
             reports: 0,
             rows: 0,
@@ -584,7 +593,7 @@ impl<'a> MailSink<'a> {
         }
         self.parts
             .entry(partition.clone())
-            .or_insert_with(StagedBuilder::fast)
+            .or_insert_with(|| StagedBuilder::with_level(Compression::new(self.compression)))
             .begin_report(identity, self.mail.clone());
         self.reports += 1;
         Current::Staged(partition)
