@@ -1,9 +1,9 @@
 //! Streaming DMARC aggregate report parser (RFC 7489 and RFC 9990) on quick-xml.
 //!
 //! CONTRACT (for callers such as `mail.rs`):
-//! - [`parse_report`] reads one XML document from a `BufRead` and calls `on_record(&meta, &record)`
-//!   for each readable `<record>`, with `meta` complete (report_metadata + policy_published seen,
-//!   identity validated). Memory does not grow with the record count: one record at a time, plus
+//! - [`parse_report`] reads one XML document from a `BufRead` ([`parse_report_bytes`]: one already
+//!   in memory, same result) and calls `on_record(&meta, &record)` for each readable `<record>`,
+//!   with `meta` complete (report_metadata + policy_published seen, identity validated). Memory does not grow with the record count: one record at a time, plus
 //!   records met before the metadata, which are buffered (at most [`MAX_BUFFERED_RECORDS`]
 //!   records, `limits.max_records_per_report`, and [`MAX_BUFFERED_BYTES`] of text) until the
 //!   metadata is complete; over that, `LimitExceeded` (`max_buffered_records`/`_bytes`).

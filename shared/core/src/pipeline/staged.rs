@@ -178,9 +178,9 @@ pub fn assemble(
 
 fn escape_into(field: &str, out: &mut String) {
     // Almost every value has nothing to escape: a branch-free scan (it vectorises) finds out.
-    let special = field
-        .bytes()
-        .fold(false, |seen, b| seen | matches!(b, b'\\' | b'\t' | b'\n' | b'\r'));
+    let special = field.bytes().fold(false, |seen, b| {
+        seen | matches!(b, b'\\' | b'\t' | b'\n' | b'\r')
+    });
     if !special {
         out.push_str(field);
         return;
