@@ -302,6 +302,47 @@ fn a_truncated_gzip_after_some_records_keeps_them_and_names_the_cause() {
 }
 
 #[test]
+fn reports_read_whole_and_streamed_give_the_same_rows() {
+    // Decoded documents up to 256 KiB are parsed in place, larger ones streamed: both ways,
+    // every record becomes a row, and a truncated large one keeps what came before the cut.
+    assert!(
+        report_xml("size", 4_000).len() > 256 * 1024,
+        "the large case must be streamed"
+    );
+    assert!(
+        report_xml("size", 300).len() < 256 * 1024,
+        "the middle case is read whole"
+    );
+    for records in [3, 300, 4_000] {
+        let xml = report_xml("size", records);
+        let (outcome, sink) = run(&gzip(xml.as_bytes()), &ParseOptions::default());
+        assert_eq!(outcome.rows(), records as u64, "{} bytes of XML", xml.len());
+        assert_eq!(sink.rows.len(), records);
+        assert!(
+            outcome.reports[0].problems.is_empty(),
+            "{:?}",
+            outcome.reports[0].problems
+        );
+    }
+    let big = gzip(report_xml("cut", 4_000).as_bytes());
+    let (outcome, _) = run(&big[..big.len() * 3 / 4], &ParseOptions::default());
+    let report = &outcome.reports[0];
+    assert!(
+        report.rows > 1_000 && report.rows < 4_000,
+        "rows {}",
+        report.rows
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.reason.code() == "corrupt_gzip"),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
 fn stats_count_decompressed_bytes() {
     let xml = report_xml("s", 10);
     let bytes = gzip(&gzip(xml.as_bytes()));
