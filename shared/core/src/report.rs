@@ -3,10 +3,13 @@
 //! CONTRACT (for callers such as `mail.rs`):
 //! - [`parse_report`] reads one XML document from a `BufRead` ([`parse_report_bytes`]: one already
 //!   in memory, same result) and calls `on_record(&meta, &record)` for each readable `<record>`,
-//!   with `meta` complete (report_metadata + policy_published seen, identity validated). Memory does not grow with the record count: one record at a time, plus
-//!   records met before the metadata, which are buffered (at most [`MAX_BUFFERED_RECORDS`]
-//!   records, `limits.max_records_per_report`, and [`MAX_BUFFERED_BYTES`] of text) until the
-//!   metadata is complete; over that, `LimitExceeded` (`max_buffered_records`/`_bytes`).
+//!   with `meta` complete (report_metadata + policy_published seen, identity validated).
+//!   Memory does not grow with the record count: one record at a time, plus records met before
+//!   the metadata, which are buffered (at most [`MAX_BUFFERED_RECORDS`] records,
+//!   `limits.max_records_per_report`, and [`MAX_BUFFERED_BYTES`] of text) until the metadata is
+//!   complete; over that, `LimitExceeded` (`max_buffered_records`/`_bytes`). Input is read in
+//!   windows and parsed in place; one XML event may take at most 16 × `max_field_bytes` (at least
+//!   1 MiB), a longer one is `LimitExceeded` (`max_field_bytes`).
 //! - Result: `Ok(ReportParse)` = a report was read (`records` = records passed to the callback;
 //!   `problems` = unreadable records, truncated values, a malformed/truncated tail after at least
 //!   one record). `Err(ReportError::Skip(reason))` = no report at all: `NotAReport` (empty, JSON,
@@ -170,7 +173,7 @@ pub fn parse_report_bytes(
 fn configure(xml: &mut Reader<&[u8]>) {
     let config = xml.config_mut();
     // Whitespace-only text between tags (half the events of a pretty-printed report) is
-    // skipped inside quick-xml; what a value needs of it is handed back (`Window::parse_events`).
+    // skipped inside quick-xml; what a value needs of it is handed back (`parse_slice`).
     config.trim_text_start = true;
     config.trim_text_end = false;
     // A reader resumes at an event in the middle of the document, without the names of the
