@@ -1,8 +1,11 @@
 //! Properties of parse_report on hostile input: never panics, never delivers more records than
-//! the document has, and a document cut anywhere keeps what was complete before the cut.
+//! the document has, a document cut anywhere keeps what was complete before the cut, and a
+//! damaged document gives the same answer whatever the read window and in place.
 
 use dmarc_tsv_core::Limits;
-use dmarc_tsv_core::report::{ReportError, parse_report};
+use dmarc_tsv_core::report::{
+    ReportError, parse_report, parse_report_bytes, parse_report_in_blocks,
+};
 use proptest::prelude::*;
 
 const RECORDS: usize = 4;
@@ -74,5 +77,44 @@ proptest! {
         if let Ok((delivered, _)) = run(&doc, &limits) {
             prop_assert!(delivered <= RECORDS as u64);
         }
+    }
+
+    #[test]
+    fn damaged_documents_give_the_same_answer_in_any_window_and_in_place(
+        flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..8),
+        block in 1usize..300,
+    ) {
+        let mut doc = sample().into_bytes();
+        for (at, byte) in flips {
+            let at = at % doc.len();
+            doc[at] = byte;
+        }
+        let limits = Limits { max_field_bytes: 64, max_xml_depth: 8, ..Limits::default() };
+        let trace = |parse: &mut dyn FnMut(&mut dyn FnMut(String)) -> String| {
+            let mut lines = Vec::new();
+            let result = parse(&mut |line| lines.push(line));
+            lines.push(result);
+            lines
+        };
+        let streamed = trace(&mut |push| {
+            format!("{:?}", parse_report(doc.as_slice(), &limits, &mut |m, r| {
+                push(format!("{m:?} {r:?}"));
+                Ok(())
+            }))
+        });
+        let windowed = trace(&mut |push| {
+            format!("{:?}", parse_report_in_blocks(doc.as_slice(), &limits, block, &mut |m, r| {
+                push(format!("{m:?} {r:?}"));
+                Ok(())
+            }))
+        });
+        let in_place = trace(&mut |push| {
+            format!("{:?}", parse_report_bytes(&doc, &limits, &mut |m, r| {
+                push(format!("{m:?} {r:?}"));
+                Ok(())
+            }))
+        });
+        prop_assert_eq!(&windowed, &streamed);
+        prop_assert_eq!(&in_place, &streamed);
     }
 }
