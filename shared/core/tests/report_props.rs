@@ -39,6 +39,9 @@ fn run(bytes: &[u8], limits: &Limits) -> Result<(u64, u64), ReportError> {
     Ok((delivered, parse.problems.len() as u64))
 }
 
+/// A parse that pushes one line per record and returns its result, formatted.
+type Traced<'a> = dyn FnMut(&mut dyn FnMut(String)) -> String + 'a;
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -90,7 +93,7 @@ proptest! {
             doc[at] = byte;
         }
         let limits = Limits { max_field_bytes: 64, max_xml_depth: 8, ..Limits::default() };
-        let trace = |parse: &mut dyn FnMut(&mut dyn FnMut(String)) -> String| {
+        let trace = |parse: &mut Traced<'_>| {
             let mut lines = Vec::new();
             let result = parse(&mut |line| lines.push(line));
             lines.push(result);
