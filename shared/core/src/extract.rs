@@ -23,6 +23,10 @@ use mail_parser::{
 use crate::error::{SkipReason, Skipped};
 use crate::limits::Limits;
 
+mod simple_mail;
+
+use simple_mail::{Body, Leaf, SimpleMail};
+
 /// How many leading bytes are looked at to decide what a stream holds.
 const SNIFF_BYTES: usize = 4096;
 /// Read buffer of the stream handed to the visitor. Small: the XML parser reads in larger
@@ -106,10 +110,20 @@ fn starts_like_dmarc_xml(text: &[u8]) -> bool {
     local.eq_ignore_ascii_case(b"feedback")
 }
 
+/// Whether `haystack` holds `needle`, ASCII case ignored. Candidates are found by the needle's
+/// first byte (a punctuation mark in every use here), so a 4 KiB XML prefix costs a few hundred
+/// comparisons, not four thousand.
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let lower = first.to_ascii_lowercase();
+    let upper = first.to_ascii_uppercase();
+    memchr::memchr2_iter(lower, upper, haystack).any(|at| {
+        haystack
+            .get(at + 1..at + needle.len())
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(rest))
+    })
 }
 
 /// What a visitor did with a document.
@@ -188,12 +202,36 @@ pub fn extract(
     limits: &Limits,
     visitor: &mut dyn DocumentVisitor,
 ) -> io::Result<Extraction> {
+    extract_with(bytes, limits, visitor, MimeReading::SimpleShapesFirst)
+}
+
+/// How a mail's MIME structure is read. Both ways find the same parts in a mail of a simple
+/// shape (see `simple_mail`): the choice exists so that tests can compare them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MimeReading {
+    /// A single-part mail or one multipart level of leaves is read directly; every other mail
+    /// by mail-parser.
+    SimpleShapesFirst,
+    /// Every mail by mail-parser.
+    MailParserOnly,
+}
+
+/// [`extract`], reading MIME structure as `reading` says.
+#[doc(hidden)]
+pub fn extract_with(
+    bytes: &[u8],
+    limits: &Limits,
+    visitor: &mut dyn DocumentVisitor,
+    reading: MimeReading,
+) -> io::Result<Extraction> {
     let bare_file = is_bare_report(bytes);
     let meter = Meter::new(limits);
     let mut walker = Walker {
         limits,
         visitor,
         meter: &meter,
+        reading,
         skipped: Vec::new(),
         candidates: 0,
         documents: 0,
@@ -255,6 +293,21 @@ fn parse_message(bytes: &[u8]) -> Option<Message<'_>> {
     std::panic::catch_unwind(|| parser().parse(bytes))
         .ok()
         .flatten()
+}
+
+/// `bytes` as a mail of one of the simple shapes, or `None` for mail-parser (a panic in the
+/// header parsing it calls is treated as mail-parser's own panic would be: not this shape).
+fn read_simple_mail(bytes: &[u8]) -> Option<SimpleMail<'_>> {
+    std::panic::catch_unwind(|| simple_mail::read(bytes, parser()))
+        .ok()
+        .flatten()
+}
+
+/// Whether `bytes` is read as a mail of a simple shape, without mail-parser's body pass (for
+/// tests that must know both ways were compared).
+#[doc(hidden)]
+pub fn reads_as_simple_mail(bytes: &[u8]) -> bool {
+    !is_bare_report(bytes) && read_simple_mail(bytes).is_some()
 }
 
 fn first_to_address(message: &Message<'_>) -> String {
@@ -532,6 +585,7 @@ struct Walker<'a> {
     visitor: &'a mut dyn DocumentVisitor,
     /// Outside the walker so that readers can borrow it while the walker is borrowed mutably.
     meter: &'a Meter,
+    reading: MimeReading,
     skipped: Vec<Skipped>,
     /// Parts that could hold a report (attachments, XML bodies, recognised other reports).
     candidates: u32,
@@ -561,6 +615,15 @@ impl Walker<'_> {
 
     /// Walks a whole mail; returns its first To address.
     fn mail(&mut self, bytes: &[u8]) -> io::Result<String> {
+        if self.reading == MimeReading::SimpleShapesFirst
+            && let Some(mail) = read_simple_mail(bytes)
+        {
+            let report_to = mail.report_to.clone();
+            self.visitor.report_to(&report_to);
+            self.simple_mail(&mail)?;
+            self.note_no_attachment();
+            return Ok(report_to);
+        }
         let Some(message) = parse_message(bytes) else {
             let detail = "no header found".to_string();
             self.record_skipped("", SkipReason::NotAMail { detail });
@@ -571,10 +634,51 @@ impl Walker<'_> {
         let report_to = first_to_address(&message);
         self.visitor.report_to(&report_to);
         self.message(&message, "", 0)?;
+        self.note_no_attachment();
+        Ok(report_to)
+    }
+
+    /// A mail in which nothing could hold a report, and nothing was skipped, says so.
+    fn note_no_attachment(&mut self) {
         if self.candidates == 0 && self.skipped.is_empty() {
             self.record_skipped("", SkipReason::NoAttachment);
         }
-        Ok(report_to)
+    }
+
+    /// The walk [`Walker::part`] makes over mail-parser's tree, over a simple mail's parts: the
+    /// same locations, depths and handling of each leaf.
+    fn simple_mail(&mut self, mail: &SimpleMail<'_>) -> io::Result<()> {
+        let location = part_label("", &mail.root);
+        if self.too_deep(&location, 0) {
+            return Ok(());
+        }
+        match &mail.body {
+            Body::Single(leaf) => self.simple_leaf(leaf, &location, &mail.root, 0),
+            Body::Multipart(parts) => {
+                for (index, (hints, leaf)) in parts.iter().enumerate() {
+                    let location = part_label(&(index + 1).to_string(), hints);
+                    if self.too_deep(&location, 1) {
+                        continue;
+                    }
+                    self.simple_leaf(leaf, &location, hints, 1)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn simple_leaf(
+        &mut self,
+        leaf: &Leaf<'_>,
+        location: &str,
+        hints: &Hints,
+        depth: u32,
+    ) -> io::Result<()> {
+        if leaf.is_text {
+            self.text_body(&leaf.content, location, hints, depth)
+        } else {
+            self.binary_part(&leaf.content, false, location, hints, depth)
+        }
     }
 
     fn message(&mut self, message: &Message<'_>, prefix: &str, depth: u32) -> io::Result<()> {
@@ -632,7 +736,7 @@ impl Walker<'_> {
                 self.text_body(&bytes, &location, &hints, depth)
             }
             PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
-                self.binary_part(bytes, part, &location, &hints, depth)
+                self.binary_part(bytes, part.is_encoding_problem, &location, &hints, depth)
             }
         }
     }
@@ -660,10 +764,11 @@ impl Walker<'_> {
         }
     }
 
+    /// `encoding_problem`: mail-parser could not decode the part and handed its raw bytes over.
     fn binary_part(
         &mut self,
         bytes: &[u8],
-        part: &MessagePart<'_>,
+        encoding_problem: bool,
         location: &str,
         hints: &Hints,
         depth: u32,
@@ -682,7 +787,7 @@ impl Walker<'_> {
                 None => self.payload(bytes, location, hints, depth + 1),
             },
             _ => {
-                if part.is_encoding_problem
+                if encoding_problem
                     && sniff(bytes.get(..SNIFF_BYTES).unwrap_or(bytes)) == Kind::Other
                 {
                     self.candidates += 1;
@@ -1106,6 +1211,16 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_needles_whatever_their_case() {
+        assert!(contains_ignore_case(b"<?xml?><HTML>", b"<html"));
+        assert!(contains_ignore_case(b"<<HtMl", b"<html"));
+        assert!(contains_ignore_case(b"{\"Policies\": []}", b"\"policies\""));
+        assert!(!contains_ignore_case(b"<?xml?><feedback><htm", b"<html"));
+        assert!(!contains_ignore_case(b"", b"<html"));
+        assert!(contains_ignore_case(b"abc", b""));
+    }
 
     #[test]
     fn sniffs_by_bytes() {

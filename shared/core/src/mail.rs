@@ -10,7 +10,7 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{SkipReason, Skipped};
-use crate::extract::{self, Document, DocumentVisitor, ExtractStats, Visit};
+use crate::extract::{self, Document, DocumentVisitor, ExtractStats, MimeReading, Visit};
 use crate::limits::Limits;
 use crate::model::{
     MailInfo, Record, ReportIdentity, ReportMeta, ReportSummary, RowView, Schema, utc_datetime,
@@ -83,6 +83,25 @@ pub fn parse_mail_with_stats(
     opts: &ParseOptions,
     sink: &mut dyn ReportSink,
 ) -> Result<(MailOutcome, ExtractStats), MailError> {
+    parse_mail_reading(
+        bytes,
+        source_key,
+        opts,
+        sink,
+        MimeReading::SimpleShapesFirst,
+    )
+}
+
+/// [`parse_mail_with_stats`], reading MIME structure as `reading` says (for tests that compare
+/// the ways).
+#[doc(hidden)]
+pub fn parse_mail_reading(
+    bytes: &[u8],
+    source_key: &str,
+    opts: &ParseOptions,
+    sink: &mut dyn ReportSink,
+    reading: MimeReading,
+) -> Result<(MailOutcome, ExtractStats), MailError> {
     // The extraction hands over the To address (see `DocumentVisitor::report_to`) before any
     // document; a bare report file has none and keeps it empty.
     let mut visitor = RowVisitor {
@@ -94,7 +113,7 @@ pub fn parse_mail_with_stats(
         sink,
         reports: Vec::new(),
     };
-    let extraction = extract::extract(bytes, &opts.limits, &mut visitor)?;
+    let extraction = extract::extract_with(bytes, &opts.limits, &mut visitor, reading)?;
     let mut mail = visitor.mail;
     mail.report_to = extraction.report_to;
     let outcome = MailOutcome {
