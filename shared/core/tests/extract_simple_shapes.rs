@@ -152,6 +152,14 @@ fn ses_style_shapes_read_directly_and_the_same() {
             ]),
         ),
         ("text only", multipart(std::slice::from_ref(&text))),
+        // Over 8 KiB of base64: decoded in several steps.
+        (
+            "text + large xml",
+            multipart(&[
+                text.clone(),
+                report_attachment("text/xml", "big.xml", report_xml("big", 300).as_bytes()),
+            ]),
+        ),
     ];
     for (what, mail) in &shapes {
         for bytes in [mail.clone().into_bytes(), crlf(mail)] {

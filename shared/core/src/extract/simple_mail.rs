@@ -286,17 +286,32 @@ fn leaf<'a>(fields: &Fields, raw: &'a [u8]) -> Option<Leaf<'a>> {
 }
 
 /// Canonical base64 in lines (LF or CRLF); anything else is left to mail-parser's lenient
-/// decoder.
+/// decoder. Decoded a few KiB of symbols at a time, so that a large attachment costs its
+/// decoded size and no second copy of its encoded text.
 fn decode_base64(encoded: &[u8]) -> Option<Vec<u8>> {
-    let mut symbols = Vec::with_capacity(encoded.len());
+    /// Symbols per decoding step: a multiple of 4, so that steps end on whole groups.
+    const STEP: usize = 8 * 1024;
+    let mut decoded = Vec::with_capacity(encoded.len() / 4 * 3 + 3);
+    let mut symbols = Vec::with_capacity(STEP + 128);
     let mut line_start = 0;
-    for newline in memchr::memchr_iter(b'\n', encoded) {
-        let line = &encoded[line_start..newline];
+    let lines = memchr::memchr_iter(b'\n', encoded).chain(std::iter::once(encoded.len()));
+    for line_end in lines {
+        // A full step with more lines to come is decoded now; padding ends the data, so in
+        // such a step it is not canonical.
+        if symbols.len() >= STEP {
+            let whole = symbols.len() - symbols.len() % 4;
+            if memchr::memchr(b'=', &symbols[..whole]).is_some() {
+                return None;
+            }
+            STANDARD.decode_vec(&symbols[..whole], &mut decoded).ok()?;
+            symbols.drain(..whole);
+        }
+        let line = encoded.get(line_start..line_end)?;
         symbols.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-        line_start = newline + 1;
+        line_start = line_end + 1;
     }
-    symbols.extend_from_slice(&encoded[line_start..]);
-    STANDARD.decode(&symbols).ok()
+    STANDARD.decode_vec(&symbols, &mut decoded).ok()?;
+    Some(decoded)
 }
 
 #[cfg(test)]
@@ -363,6 +378,29 @@ mod tests {
         assert_eq!(decode_base64(b"Zm9v\r\nYmFy\r\n").unwrap(), b"foobar");
         assert_eq!(decode_base64(b"Zm9vYg==\n").unwrap(), b"foob");
         assert_eq!(decode_base64(b"").unwrap(), b"");
+        // Long enough to be decoded in several steps, in lines of 76 and of odd lengths.
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let text = STANDARD.encode(&data);
+        for line in [76, 60, 57, 1000] {
+            let lines: Vec<&str> = text
+                .as_bytes()
+                .chunks(line)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            let joined = lines.join("\r\n");
+            let got = decode_base64(joined.as_bytes());
+            assert_eq!(got.as_deref(), Some(&data[..]), "lines of {line}");
+        }
+        // Padding inside a step that is not the last is refused, as at the end of a line.
+        // (A step of 8,192 symbols ending in `QQ==` would decode on its own.)
+        let mut padded_early = "QUJD\r\n".repeat(2047);
+        padded_early.push_str("QQ==\r\nQUJD\r\n");
+        assert_eq!(decode_base64(padded_early.as_bytes()), None);
+        let canonical = padded_early.replace("QQ==", "QUJD");
+        assert_eq!(
+            decode_base64(canonical.as_bytes()).unwrap(),
+            b"ABC".repeat(2049)
+        );
         for odd in [&b"Zm9 v"[..], b"Zm9vYg", b"Zg==Zm9v", b"Zm9v-", b"Zh=="] {
             assert_eq!(decode_base64(odd), None, "{}", String::from_utf8_lossy(odd));
         }
