@@ -18,6 +18,12 @@ use dmarc_tsv_bench::measure::{Throughput, best_of, parse_all, peak_rss_kib};
 use dmarc_tsv_core::ParseOptions;
 use serde::{Deserialize, Serialize};
 
+/// mimalloc rather than the system allocator: parsing a small report mail makes a few hundred
+/// short-lived allocations, and glibc's malloc and free were about a tenth of the parse time
+/// (measured in doc/benchmarks.md). The same choice in every dmarc-tsv binary and benchmark.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "dmarc-tsv-bench",

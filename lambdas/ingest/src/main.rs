@@ -6,6 +6,12 @@ use dmarc_tsv_ingest::{Ingest, handle, support};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
+/// mimalloc rather than the system allocator: parsing a small report mail makes a few hundred
+/// short-lived allocations, and glibc's malloc and free were about a tenth of the parse time
+/// (measured in doc/benchmarks.md). The same choice in every dmarc-tsv binary and benchmark.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     support::init_tracing();

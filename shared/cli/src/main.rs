@@ -11,6 +11,12 @@ mod cmd_start;
 mod goflags;
 mod logging;
 
+/// mimalloc rather than the system allocator: parsing a small report mail makes a few hundred
+/// short-lived allocations, and glibc's malloc and free were about a tenth of the parse time
+/// (measured in doc/benchmarks.md). The same choice in every dmarc-tsv binary and benchmark.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 dmarc-tsv: DMARC aggregate reports (mail, zip, gzip, xml) to gzipped TSV for Athena
 

@@ -21,8 +21,7 @@
 
 use std::borrow::Cow;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64_simd::STANDARD;
 use mail_parser::{GetHeader, HeaderName, HeaderValue, MessageParser, MessagePart, MimeHeaders};
 
 use super::{Hints, first_to_address};
@@ -67,7 +66,8 @@ struct Fields {
     hints: Hints,
     shape: Shape,
     transfer: Transfer,
-    report_to: String,
+    /// The first `To` address: read for the mail's own header block only.
+    report_to: Option<String>,
 }
 
 enum Shape {
@@ -91,12 +91,12 @@ enum Transfer {
 /// Reads `mail` when it has one of the two simple shapes; `None` sends it to mail-parser whole.
 pub(super) fn read<'a>(mail: &'a [u8], parser: &MessageParser) -> Option<SimpleMail<'a>> {
     let mut kept = Vec::with_capacity(256);
-    let (root, body) = header_block(mail, parser, &mut kept)?;
+    let (root, body) = header_block(mail, parser, &mut kept, true)?;
     let body = match root.shape {
         Shape::Multipart { boundary } => {
             let mut leaves = Vec::new();
             for part in split_parts(body, &boundary)? {
-                let (fields, content) = header_block(part, parser, &mut kept)?;
+                let (fields, content) = header_block(part, parser, &mut kept, false)?;
                 let leaf = leaf(&fields, content)?;
                 leaves.push((fields.hints, leaf));
             }
@@ -105,18 +105,19 @@ pub(super) fn read<'a>(mail: &'a [u8], parser: &MessageParser) -> Option<SimpleM
         _ => Body::Single(leaf(&root, body)?),
     };
     Some(SimpleMail {
-        report_to: root.report_to,
+        report_to: root.report_to.unwrap_or_default(),
         root: root.hints,
         body,
     })
 }
 
 /// Splits `bytes` after its header block, whose fields extraction reads are parsed by
-/// mail-parser (`kept` is scratch space for them).
+/// mail-parser (`kept` is scratch space for them); `of_mail` for the mail's own block.
 fn header_block<'a>(
     bytes: &'a [u8],
     parser: &MessageParser,
     kept: &mut Vec<u8>,
+    of_mail: bool,
 ) -> Option<(Fields, &'a [u8])> {
     kept.clear();
     let end = header_block_end(bytes, kept)?;
@@ -130,7 +131,7 @@ fn header_block<'a>(
         hints: Hints::of(part),
         shape: shape(part),
         transfer: transfer(part),
-        report_to: first_to_address(&headers),
+        report_to: of_mail.then(|| first_to_address(&headers)),
     };
     Some((fields, bytes.get(end..)?))
 }
@@ -176,20 +177,19 @@ fn transfer(part: &MessagePart<'_>) -> Transfer {
 /// is a well-formed field (`name:` with a printable name) or a folded continuation with
 /// something on it, and no line holds a bare CR.
 fn header_block_end(bytes: &[u8], kept: &mut Vec<u8>) -> Option<usize> {
-    let mut at = 0;
-    let mut first = true;
+    let mut line_start = 0;
     let mut keeping = false;
-    loop {
-        let rest = bytes.get(at..)?;
-        let newline = memchr::memchr(b'\n', rest)?;
-        let raw_line = &rest[..newline];
-        let line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
+    for newline in memchr::memchr_iter(b'\n', bytes) {
+        let raw_line = &bytes[line_start..=newline];
+        let line = &raw_line[..raw_line.len() - 1];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let first = line_start == 0;
         if line.is_empty() {
-            kept.extend_from_slice(&rest[..=newline]);
-            return (!first).then_some(at + newline + 1);
-        }
-        if memchr::memchr(b'\r', line).is_some() {
-            return None;
+            if first || has_bare_cr(&bytes[..line_start]) {
+                return None;
+            }
+            kept.extend_from_slice(raw_line);
+            return Some(newline + 1);
         }
         match line[0] {
             b' ' | b'\t' if !first && line.iter().any(|b| !matches!(b, b' ' | b'\t')) => {}
@@ -197,19 +197,25 @@ fn header_block_end(bytes: &[u8], kept: &mut Vec<u8>) -> Option<usize> {
             _ => keeping = is_read_field(field_name(line)?),
         }
         if keeping {
-            kept.extend_from_slice(&rest[..=newline]);
+            kept.extend_from_slice(raw_line);
         }
-        first = false;
-        at += newline + 1;
+        line_start = newline + 1;
     }
+    None
+}
+
+/// A CR that does not end a line (mail-parser's header reading and ours could part ways).
+fn has_bare_cr(block: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', block).any(|at| block.get(at + 1) != Some(&b'\n'))
 }
 
 /// The name of a field line `name: value`, when the name is printable ASCII without spaces
 /// (RFC 5322 `ftext`).
 fn field_name(line: &[u8]) -> Option<&[u8]> {
-    let colon = memchr::memchr(b':', line)?;
-    let name = &line[..colon];
-    (!name.is_empty() && name.iter().all(|b| (33..=126).contains(b))).then_some(name)
+    let end = line
+        .iter()
+        .position(|&b| b == b':' || !(33..=126).contains(&b))?;
+    (end > 0 && line[end] == b':').then_some(&line[..end])
 }
 
 fn is_read_field(name: &[u8]) -> bool {
@@ -303,14 +309,16 @@ fn decode_base64(encoded: &[u8]) -> Option<Vec<u8>> {
             if memchr::memchr(b'=', &symbols[..whole]).is_some() {
                 return None;
             }
-            STANDARD.decode_vec(&symbols[..whole], &mut decoded).ok()?;
+            STANDARD
+                .decode_append(&symbols[..whole], &mut decoded)
+                .ok()?;
             symbols.drain(..whole);
         }
         let line = encoded.get(line_start..line_end)?;
         symbols.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
         line_start = line_end + 1;
     }
-    STANDARD.decode_vec(&symbols, &mut decoded).ok()?;
+    STANDARD.decode_append(&symbols, &mut decoded).ok()?;
     Some(decoded)
 }
 
@@ -380,7 +388,7 @@ mod tests {
         assert_eq!(decode_base64(b"").unwrap(), b"");
         // Long enough to be decoded in several steps, in lines of 76 and of odd lengths.
         let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        let text = STANDARD.encode(&data);
+        let text = STANDARD.encode_to_string(&data);
         for line in [76, 60, 57, 1000] {
             let lines: Vec<&str> = text
                 .as_bytes()
