@@ -1268,6 +1268,21 @@ fn clean_value(
     max: usize,
     lower: bool,
 ) -> Option<usize> {
+    // Most values are short printable ASCII with nothing to trim or remove: copied as they are.
+    if !raw_was_capped
+        && raw.len() <= max
+        && raw.iter().all(|b| (0x21..0x7f).contains(b) || *b == b' ')
+        && raw.first() != Some(&b' ')
+        && raw.last() != Some(&b' ')
+    {
+        let start = out.len();
+        // Printable ASCII is UTF-8; the conversion cannot fail.
+        out.push_str(std::str::from_utf8(raw).unwrap_or_default());
+        if lower {
+            out[start..].make_ascii_lowercase();
+        }
+        return None;
+    }
     // Valid UTF-8 is the rule: check it with the fast validator before the lossy path.
     let text = match std::str::from_utf8(raw) {
         Ok(valid) => Cow::Borrowed(valid),
@@ -1773,5 +1788,25 @@ mod tests {
         out.clear();
         assert_eq!(clean_value(&mut out, b"bad\xd1", false, 100, false), None);
         assert_eq!(out, "bad\u{fffd}");
+        // Plain ASCII values, taken as they are: inner spaces kept, enums lower-cased, the
+        // length limit and an earlier cap still applied.
+        out.clear();
+        assert_eq!(
+            clean_value(&mut out, b"Mail Ru Group", false, 13, false),
+            None
+        );
+        assert_eq!(out, "Mail Ru Group");
+        out.clear();
+        assert_eq!(clean_value(&mut out, b"SoftFail", false, 100, true), None);
+        assert_eq!(out, "softfail");
+        out.clear();
+        assert_eq!(clean_value(&mut out, b"abcdef", false, 4, false), Some(6));
+        assert_eq!(out, "abcd");
+        out.clear();
+        assert_eq!(clean_value(&mut out, b"abc", true, 100, false), Some(3));
+        assert_eq!(out, "abc");
+        out.clear();
+        assert_eq!(clean_value(&mut out, b"a\tb ", false, 100, false), None);
+        assert_eq!(out, "a\tb");
     }
 }
