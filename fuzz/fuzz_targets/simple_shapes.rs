@@ -12,6 +12,10 @@ use dmarc_tsv_core::writer::{RowWriter, TsvWriter};
 use dmarc_tsv_core::{Limits, ParseOptions, ReportSink, RowView};
 use libfuzzer_sys::fuzz_target;
 
+mod common;
+
+use common::let_mail_parser_panics_unwind;
+
 struct Rows(TsvWriter<Vec<u8>>);
 
 impl ReportSink for Rows {
@@ -21,19 +25,6 @@ impl ReportSink for Rows {
 }
 
 const MIB: u64 = 1024 * 1024;
-
-/// As in `parse_mail.rs`: mail-parser's `debug_assert!`s unwind to the guard that contains them.
-fn let_mail_parser_panics_unwind() {
-    let abort_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let in_mail_parser = info
-            .location()
-            .is_some_and(|l| l.file().contains("/mail-parser-"));
-        if !in_mail_parser {
-            abort_hook(info);
-        }
-    }));
-}
 
 fn read(data: &[u8], opts: &ParseOptions, reading: MimeReading) -> String {
     let mut rows = Rows(TsvWriter::new(Vec::new()));

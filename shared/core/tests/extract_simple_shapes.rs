@@ -7,7 +7,6 @@
 mod mail_support;
 
 use std::io;
-use std::path::{Path, PathBuf};
 
 use dmarc_tsv_core::extract::{ExtractStats, MimeReading, reads_as_simple_mail};
 use dmarc_tsv_core::mail::parse_mail_reading;
@@ -43,25 +42,11 @@ fn assert_same_either_way(bytes: &[u8], what: &str) -> bool {
     reads_as_simple_mail(bytes)
 }
 
-fn fixture_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("fixture folder") {
-        let path = entry.expect("fixture entry").path();
-        if path.is_dir() {
-            fixture_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 #[test]
 fn every_fixture_reads_the_same_either_way() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let mut files = Vec::new();
-    fixture_files(&root, &mut files);
-    files.sort();
+    let root = fixtures_dir();
     let mut direct = Vec::new();
-    for file in &files {
+    for file in &fixture_files() {
         let bytes = std::fs::read(file).expect("fixture");
         let name = file
             .strip_prefix(&root)

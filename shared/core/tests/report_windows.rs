@@ -3,11 +3,13 @@
 //! same records, problems and errors: every fixture and a set of broken documents are parsed
 //! with block sizes from one byte up, and compared with the default.
 
+mod mail_support;
+
 use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
 
 use dmarc_tsv_core::Limits;
 use dmarc_tsv_core::report::{parse_report, parse_report_bytes, parse_report_in_blocks};
+use mail_support::fixture_files;
 
 /// Everything a parse gives, as text (records, then the result with meta and problems).
 fn outcome(parse: impl FnOnce(&mut dyn FnMut(String)) -> String) -> String {
@@ -64,26 +66,12 @@ fn assert_same_for_every_block(name: &str, bytes: &[u8], limits: &Limits) {
     }
 }
 
-fn xml_fixtures(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            xml_fixtures(&path, out);
-        } else if path.extension().is_some_and(|ext| ext == "xml") {
-            out.push(path);
-        }
-    }
-}
-
 #[test]
 fn every_xml_fixture_parses_the_same_whatever_the_window() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let mut files = Vec::new();
-    xml_fixtures(&root, &mut files);
+    let files: Vec<_> = fixture_files()
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "xml"))
+        .collect();
     assert!(files.len() >= 40, "only {} XML fixtures found", files.len());
     let mut with_records = 0;
     for path in &files {

@@ -11,6 +11,28 @@ use dmarc_tsv_core::{Limits, SkipReason};
 use flate2::Compression;
 use flate2::write::{GzEncoder, ZlibEncoder};
 
+/// Every file under `tests/fixtures` (recursively), sorted.
+pub fn fixture_files() -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("fixture folder") {
+            let path = entry.expect("fixture entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&fixtures_dir(), &mut files);
+    files.sort();
+    files
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
 pub fn corpus(path: &str) -> Vec<u8> {
     let full = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/corpus")
