@@ -7,17 +7,19 @@
 //!
 //! Reporters overwhelmingly send either a single-part mail whose body is the report, or one
 //! `multipart/*` level of leaf parts (a short text and the attachment). For those two shapes this
-//! module only finds the header blocks and the delimiter lines, and decodes base64 with the
-//! `base64` crate; every header block is still parsed by mail-parser, so `To`, content types,
-//! RFC 2231 file names and encodings mean exactly what they mean on the general path.
+//! module only finds the header blocks and the delimiter lines, and decodes base64 with
+//! base64-simd; every header field extraction reads is still parsed by mail-parser (handed those
+//! fields alone), so `To`, content types, RFC 2231 file names and encodings mean exactly what they
+//! mean on the general path.
 //!
 //! It declines (and the whole mail goes through mail-parser) whenever it is not certain to find
 //! what mail-parser finds: a header line that is not `name: value` or a folded continuation, a
 //! bare CR in a header, nested multiparts, attached messages, `multipart/digest`,
 //! quoted-printable, a delimiter that is not alone at the start of a line, a part without headers
 //! or with empty content, no close delimiter, or base64 that is not canonical (any character
-//! outside the alphabet, padding in the middle, a partial group). The extraction tests compare
-//! both paths on every fixture mail and on mutated mails.
+//! outside the alphabet, padding in the middle, a partial group). The extraction tests
+//! (`tests/extract_simple_shapes.rs`) and the `simple_shapes` fuzz target compare both readings
+//! on every fixture mail and on mutated mails.
 
 use std::borrow::Cow;
 
@@ -81,7 +83,6 @@ enum Shape {
     Declined,
 }
 
-#[derive(PartialEq)]
 enum Transfer {
     Identity,
     Base64,
