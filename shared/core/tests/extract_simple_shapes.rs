@@ -11,7 +11,7 @@ use std::io;
 use dmarc_tsv_core::extract::{ExtractStats, MimeReading, reads_as_simple_mail};
 use dmarc_tsv_core::mail::parse_mail_reading;
 use dmarc_tsv_core::writer::{RowWriter, TsvWriter};
-use dmarc_tsv_core::{MailOutcome, ParseOptions, ReportSink, RowView};
+use dmarc_tsv_core::{Limits, MailOutcome, ParseOptions, ReportSink, RowView};
 use mail_support::*;
 use proptest::prelude::*;
 
@@ -23,10 +23,13 @@ impl ReportSink for TsvLines {
     }
 }
 
-fn read(bytes: &[u8], reading: MimeReading) -> (MailOutcome, ExtractStats, String) {
+fn read(
+    bytes: &[u8],
+    opts: &ParseOptions,
+    reading: MimeReading,
+) -> (MailOutcome, ExtractStats, String) {
     let mut sink = TsvLines(TsvWriter::new(Vec::new()));
-    let opts = ParseOptions::default();
-    let (outcome, stats) = parse_mail_reading(bytes, "key", &opts, &mut sink, reading)
+    let (outcome, stats) = parse_mail_reading(bytes, "key", opts, &mut sink, reading)
         .expect("an in-memory sink does not fail");
     let rows = String::from_utf8(sink.0.into_inner()).expect("TSV is UTF-8");
     (outcome, stats, rows)
@@ -34,8 +37,12 @@ fn read(bytes: &[u8], reading: MimeReading) -> (MailOutcome, ExtractStats, Strin
 
 /// Both readings agree on everything `bytes` gives; returns whether the direct one applied.
 fn assert_same_either_way(bytes: &[u8], what: &str) -> bool {
-    let direct = read(bytes, MimeReading::SimpleShapesFirst);
-    let general = read(bytes, MimeReading::MailParserOnly);
+    assert_same_either_way_with(bytes, what, &ParseOptions::default())
+}
+
+fn assert_same_either_way_with(bytes: &[u8], what: &str, opts: &ParseOptions) -> bool {
+    let direct = read(bytes, opts, MimeReading::SimpleShapesFirst);
+    let general = read(bytes, opts, MimeReading::MailParserOnly);
     assert_eq!(direct.2, general.2, "rows differ for {what}");
     assert_eq!(direct.0, general.0, "outcome differs for {what}");
     assert_eq!(direct.1, general.1, "counters differ for {what}");
@@ -154,7 +161,11 @@ fn ses_style_shapes_read_directly_and_the_same() {
             );
         }
     }
-    let (outcome, _, rows) = read(shapes[6].1.as_bytes(), MimeReading::SimpleShapesFirst);
+    let (outcome, _, rows) = read(
+        shapes[6].1.as_bytes(),
+        &ParseOptions::default(),
+        MimeReading::SimpleShapesFirst,
+    );
     assert_eq!(outcome.reports.len(), 2);
     assert_eq!(rows.lines().count(), 6);
 }
@@ -276,10 +287,22 @@ proptest! {
     fn mutated_mails_read_the_same_either_way(
         seed in 0usize..5,
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4),
+        depth in 0u32..4,
+        attachment_kib in prop_oneof![Just(1u64), Just(4), Just(256 * 1024)],
+        exclude_disposition_none in any::<bool>(),
     ) {
         let seeds = seeds();
         let bytes = mutate(seeds[seed].clone(), &edits);
-        assert_same_either_way(&bytes, "a mutated mail");
+        // Tight limits too: both readings must meet them at the same parts.
+        let opts = ParseOptions {
+            limits: Limits {
+                max_nesting_depth: depth,
+                max_attachment_bytes: attachment_kib * 1024,
+                ..Limits::default()
+            },
+            exclude_disposition_none,
+        };
+        assert_same_either_way_with(&bytes, "a mutated mail", &opts);
     }
 }
 
