@@ -346,17 +346,14 @@ struct Hints {
 
 impl Hints {
     fn of(part: &MessagePart<'_>) -> Self {
-        let mut content_type = String::new();
-        if let Some(ct) = part.content_type() {
-            let subtype = ct.subtype().unwrap_or_default();
-            content_type.reserve(ct.ctype().len() + 1 + subtype.len());
-            content_type.push_str(ct.ctype());
-            if let Some(subtype) = ct.subtype() {
-                content_type.push('/');
-                content_type.push_str(subtype);
-            }
-            content_type.make_ascii_lowercase();
-        }
+        let content_type = part
+            .content_type()
+            .map(|ct| match ct.subtype() {
+                Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                None => ct.ctype().to_string(),
+            })
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let name = part.attachment_name().map(clean_name).unwrap_or_default();
         Hints { content_type, name }
     }
