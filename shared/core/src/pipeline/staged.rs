@@ -391,12 +391,7 @@ mod tests {
         let bytes = b.finish("batch1", "1970-01-02").unwrap();
 
         let mut r = StagedReader::open("k", &bytes).unwrap();
-        let fields: Vec<String> = r
-            .next_row()
-            .unwrap()
-            .into_iter()
-            .map(|f| f.into_owned())
-            .collect();
+        let fields = owned(r.next_row().unwrap());
         let mut expected = TsvWriter::new(Vec::new());
         expected
             .write_fields(fields.iter().map(String::as_str))
@@ -412,6 +407,11 @@ mod tests {
             r.next_row_as_tsv(&mut Vec::new()),
             Err(PipelineError::Corrupt { .. })
         ));
+    }
+
+    /// A staged row's fields, detached from the reader (which the next read borrows again).
+    fn owned(fields: Vec<std::borrow::Cow<'_, str>>) -> Vec<String> {
+        fields.into_iter().map(|f| f.into_owned()).collect()
     }
 
     #[test]
@@ -439,13 +439,7 @@ mod tests {
         for bytes in &staged {
             let mut r = StagedReader::open("k", bytes).unwrap();
             for _ in 0..3 {
-                let fields: Vec<String> = r
-                    .next_row()
-                    .unwrap()
-                    .into_iter()
-                    .map(|f| f.into_owned())
-                    .collect();
-                assert_eq!(fields, row);
+                assert_eq!(owned(r.next_row().unwrap()), row);
             }
         }
     }
