@@ -626,9 +626,9 @@ impl Walker<'_> {
     /// Walks a whole mail; returns its first To address.
     fn mail(&mut self, bytes: &[u8]) -> io::Result<String> {
         if self.reading == MimeReading::SimpleShapesFirst
-            && let Some(mail) = read_simple_mail(bytes)
+            && let Some(mut mail) = read_simple_mail(bytes)
         {
-            let report_to = mail.report_to.clone();
+            let report_to = std::mem::take(&mut mail.report_to);
             self.visitor.report_to(&report_to);
             self.simple_mail(&mail)?;
             self.note_no_attachment();

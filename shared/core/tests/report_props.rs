@@ -2,11 +2,14 @@
 //! the document has, a document cut anywhere keeps what was complete before the cut, and a
 //! damaged document gives the same answer whatever the read window and in place.
 
+mod report_support;
+
 use dmarc_tsv_core::Limits;
 use dmarc_tsv_core::report::{
     ReportError, parse_report, parse_report_bytes, parse_report_in_blocks,
 };
 use proptest::prelude::*;
+use report_support::trace;
 
 const RECORDS: usize = 4;
 
@@ -38,9 +41,6 @@ fn run(bytes: &[u8], limits: &Limits) -> Result<(u64, u64), ReportError> {
     );
     Ok((delivered, parse.problems.len() as u64))
 }
-
-/// A parse that pushes one line per record and returns its result, formatted.
-type Traced<'a> = dyn FnMut(&mut dyn FnMut(String)) -> String + 'a;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
@@ -93,30 +93,10 @@ proptest! {
             doc[at] = byte;
         }
         let limits = Limits { max_field_bytes: 64, max_xml_depth: 8, ..Limits::default() };
-        let trace = |parse: &mut Traced<'_>| {
-            let mut lines = Vec::new();
-            let result = parse(&mut |line| lines.push(line));
-            lines.push(result);
-            lines
-        };
-        let streamed = trace(&mut |push| {
-            format!("{:?}", parse_report(doc.as_slice(), &limits, &mut |m, r| {
-                push(format!("{m:?} {r:?}"));
-                Ok(())
-            }))
-        });
-        let windowed = trace(&mut |push| {
-            format!("{:?}", parse_report_in_blocks(doc.as_slice(), &limits, block, &mut |m, r| {
-                push(format!("{m:?} {r:?}"));
-                Ok(())
-            }))
-        });
-        let in_place = trace(&mut |push| {
-            format!("{:?}", parse_report_bytes(&doc, &limits, &mut |m, r| {
-                push(format!("{m:?} {r:?}"));
-                Ok(())
-            }))
-        });
+        let streamed = trace(|on_record| parse_report(doc.as_slice(), &limits, on_record));
+        let windowed =
+            trace(|on_record| parse_report_in_blocks(doc.as_slice(), &limits, block, on_record));
+        let in_place = trace(|on_record| parse_report_bytes(&doc, &limits, on_record));
         prop_assert_eq!(&windowed, &streamed);
         prop_assert_eq!(&in_place, &streamed);
     }

@@ -4,50 +4,26 @@
 //! with block sizes from one byte up, and compared with the default.
 
 mod mail_support;
+mod report_support;
 
 use std::io::{self, BufReader, Read};
 
 use dmarc_tsv_core::Limits;
 use dmarc_tsv_core::report::{parse_report, parse_report_bytes, parse_report_in_blocks};
 use mail_support::fixture_files;
-
-/// Everything a parse gives, as text (records, then the result with meta and problems).
-fn outcome(parse: impl FnOnce(&mut dyn FnMut(String)) -> String) -> String {
-    let mut lines = Vec::new();
-    let result = parse(&mut |line| lines.push(line));
-    lines.push(result);
-    lines.join("\n")
-}
+use report_support::{trace, trace_records};
 
 fn parse_default(bytes: &[u8], limits: &Limits) -> String {
-    outcome(|push| {
-        let result = parse_report(bytes, limits, &mut |meta, record| {
-            push(format!("{meta:?} {record:?}"));
-            Ok(())
-        });
-        format!("{result:?}")
-    })
+    trace(|on_record| parse_report(bytes, limits, on_record))
 }
 
 fn parse_blocks(bytes: &[u8], limits: &Limits, block: usize) -> String {
-    outcome(|push| {
-        let result = parse_report_in_blocks(bytes, limits, block, &mut |meta, record| {
-            push(format!("{meta:?} {record:?}"));
-            Ok(())
-        });
-        format!("{result:?}")
-    })
+    trace(|on_record| parse_report_in_blocks(bytes, limits, block, on_record))
 }
 
 /// The in-memory entry (parsed in place when it can be).
 fn parse_in_place(bytes: &[u8], limits: &Limits) -> String {
-    outcome(|push| {
-        let result = parse_report_bytes(bytes, limits, &mut |meta, record| {
-            push(format!("{meta:?} {record:?}"));
-            Ok(())
-        });
-        format!("{result:?}")
-    })
+    trace(|on_record| parse_report_bytes(bytes, limits, on_record))
 }
 
 fn assert_same_for_every_block(name: &str, bytes: &[u8], limits: &Limits) {
@@ -242,13 +218,10 @@ fn a_read_error_keeps_the_records_before_it_at_any_window_size() {
             let reader = BufReader::new(FailsAfter {
                 data: &doc.as_bytes()[..cut],
             });
-            outcome(|push| {
-                let result = parse_report_in_blocks(reader, &limits, block, &mut |_, record| {
-                    push(record.source_ip.clone());
-                    Ok(())
-                });
-                format!("{result:?}")
-            })
+            trace_records(
+                |_, record| record.source_ip.clone(),
+                |on_record| parse_report_in_blocks(reader, &limits, block, on_record),
+            )
         })
         .collect();
     for got in &results {
